@@ -1,0 +1,454 @@
+"""The log of one partition: an ordered list of segments, the last one active.
+
+Appends validate the batch header and CRC, assign offsets in place and hand the bytes to the OS with one write
+before returning, so a killed process loses nothing acknowledged; fsync follows flush.messages / flush.ms and
+always happens on close. Reads return file ranges of whole batches for os.sendfile.
+
+Not thread-safe: one event loop owns a log.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from bisect import bisect_right
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from strom.log.config import LogConfig
+from strom.log.files import fsync_dir, parse_log_dir_name
+from strom.log.recovery import load_log
+from strom.log.retention import below_log_start, beyond_size, deletable_prefix, older_than
+from strom.log.segment import FileRange, LogSegment
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.record_batch import (
+    BatchHeader,
+    TimestampType,
+    assign_offsets,
+    parse_batch_header,
+    set_max_timestamp,
+    validate_record_set,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class AppendOrigin(Enum):
+    """Who is appending: client batches get Kafka's extra producer checks, coordinator batches do not."""
+
+    CLIENT = "client"
+    COORDINATOR = "coordinator"
+
+
+@dataclass(slots=True, frozen=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    max_timestamp: int
+    offset_of_max_timestamp: int
+    log_append_time: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    record_count: int
+
+
+@dataclass(slots=True, frozen=True)
+class ReadResult:
+    records: FileRange | None  # None when there is nothing to return
+    size: int
+    log_start_offset: int
+    high_watermark: int
+    log_end_offset: int
+
+
+class PartitionLog:
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        recovery_point: int = 0,
+        log_start_offset: int = 0,
+        clean_shutdown: bool = False,
+    ) -> None:
+        """Open the log in ``directory`` ("<topic>-<partition>"), creating it if needed.
+
+        Without a clean shutdown, everything from ``recovery_point`` on is re-validated (the defaults recover
+        the whole log). ``log_start_offset`` is the checkpointed value, restored after DeleteRecords.
+        """
+        self.directory = Path(directory)
+        self.topic, self.partition = parse_log_dir_name(self.directory.name)
+        self.config = config
+        self._clock = clock
+        self.directory.mkdir(parents=True, exist_ok=True)
+        now_ms = self._now_ms()
+        loaded = load_log(
+            self.directory,
+            config,
+            recovery_point=recovery_point,
+            log_start_offset=log_start_offset,
+            clean_shutdown=clean_shutdown,
+            now_ms=now_ms,
+        )
+        self._segments = loaded.segments
+        self._base_offsets = [segment.base_offset for segment in self._segments]
+        self._log_start_offset = loaded.log_start_offset
+        self._log_end_offset = self._segments[-1].next_offset
+        self._high_watermark: int | None = None  # None: follows the log end offset (single replica)
+        self.recovery_point = loaded.recovery_point
+        self._last_flush_ms = now_ms
+        self._rolled_unflushed = False
+        self._dir_dirty = True
+        self._pending_deletes: list[tuple[int, LogSegment]] = []
+        self._closed = False
+
+    # -- offsets ---------------------------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Until set, the log end offset: with a single replica everything written is committed."""
+        return self._log_end_offset if self._high_watermark is None else self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+
+    def update_config(self, config: LogConfig) -> None:
+        """Apply new topic settings; segment sizes and index limits take effect from the next roll."""
+        self.config = config
+        for segment in self._segments:
+            segment.index_interval_bytes = config.index_interval_bytes
+
+    def size_bytes(self) -> int:
+        return sum(segment.size for segment in self._segments)
+
+    # -- append ----------------------------------------------------------------------------------------------
+
+    def append(
+        self, records: memoryview, *, leader_epoch: int = 0, origin: AppendOrigin = AppendOrigin.CLIENT
+    ) -> AppendResult:
+        """Validate one produced batch, assign its offsets in place and write it to the active segment.
+
+        ``records`` must be writable (a view of a bytearray): offsets, the leader epoch and, for LogAppendTime
+        topics, the timestamp are written into it. Errors leave the log unchanged.
+        """
+        if self._closed:
+            raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"log {self.directory.name} is closed")
+        if records.readonly:
+            raise TypeError("records must be a writable buffer: offsets are assigned in place")
+        headers = validate_record_set(records)
+        if len(headers) != 1:
+            raise KafkaError(
+                ErrorCode.INVALID_RECORD, "a produce request must carry exactly one record batch"
+            )
+        batch = headers[0]
+        config = self.config
+        if origin is AppendOrigin.CLIENT:
+            _check_client_batch(batch, config)
+        size = batch.total_size
+        if size > config.max_message_bytes:
+            raise KafkaError(
+                ErrorCode.MESSAGE_TOO_LARGE,
+                f"the record batch is {size} bytes, more than max.message.bytes ({config.max_message_bytes})",
+            )
+        if size > config.segment_bytes:
+            raise KafkaError(
+                ErrorCode.RECORD_LIST_TOO_LARGE,
+                f"the record batch is {size} bytes, more than segment.bytes ({config.segment_bytes})",
+            )
+
+        now_ms = self._now_ms()
+        base_offset = self._log_end_offset
+        assign_offsets(records, headers, base_offset, leader_epoch)
+        if config.log_append_time:
+            set_max_timestamp(records, 0, batch, TimestampType.LOG_APPEND_TIME, now_ms)
+        elif batch.timestamp_type is TimestampType.LOG_APPEND_TIME:
+            set_max_timestamp(records, 0, batch, TimestampType.CREATE_TIME, batch.max_timestamp)
+        written = parse_batch_header(records)
+
+        segment = self._segments[-1]
+        try:
+            if segment.should_roll(config, size, written.max_timestamp, written.last_offset, now_ms):
+                segment = self._roll(now_ms)
+            segment.append(records, (written,))
+            self._log_end_offset = written.next_offset
+            if self._log_end_offset - self.recovery_point >= config.flush_interval_messages:
+                self.flush()
+        except OSError as exc:
+            raise self._storage_error(segment, exc) from exc
+        return AppendResult(
+            base_offset=base_offset,
+            last_offset=written.last_offset,
+            max_timestamp=written.max_timestamp,
+            offset_of_max_timestamp=base_offset if config.log_append_time else written.last_offset,
+            log_append_time=now_ms if config.log_append_time else -1,
+            log_start_offset=self._log_start_offset,
+            record_count=written.records_count,
+        )
+
+    def _storage_error(self, segment: LogSegment, exc: OSError) -> KafkaError:
+        """Undo a partial write so the segment still ends on a batch boundary, then report the failure as
+        KAFKA_STORAGE_ERROR (the client may retry; Kafka would take the log directory offline)."""
+        logger.error("write to %s failed: %s", segment.path, exc)
+        try:
+            os.ftruncate(segment.file.fileno(), segment.size)
+        except OSError:
+            logger.exception("could not undo the partial write to %s", segment.path)
+        return KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"cannot write to {segment.path.name}: {exc}")
+
+    def _roll(self, now_ms: int) -> LogSegment:
+        """Start a new active segment at the log end offset; maybe_flush fsyncs the old one later."""
+        active = self._segments[-1]
+        if active.size == 0:
+            return active
+        active.seal()
+        segment = LogSegment(self.directory, self._log_end_offset, self.config, now_ms, fresh=True)
+        self._segments.append(segment)
+        self._base_offsets.append(segment.base_offset)
+        self._rolled_unflushed = True
+        self._dir_dirty = True
+        return segment
+
+    def maybe_roll(self, now_ms: int) -> None:
+        """Roll a non-empty active segment once segment.ms has passed, even without new appends."""
+        active = self._segments[-1]
+        if active.size and active.time_waited_for_roll(now_ms, now_ms) > self.config.segment_ms:
+            self._roll(now_ms)
+
+    # -- read ------------------------------------------------------------------------------------------------
+
+    def read(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one_batch: bool = True
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset``: up to ``max_bytes`` (the first batch alone if it is
+        bigger and ``min_one_batch``), none reaching ``max_offset`` (default: the log end offset).
+
+        OFFSET_OUT_OF_RANGE when ``offset`` is below the log start offset or beyond the log end offset.
+        """
+        if self._closed:
+            raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"log {self.directory.name} is closed")
+        log_end_offset = self._log_end_offset
+        if offset < self._log_start_offset or offset > log_end_offset:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {offset} is outside [{self._log_start_offset}, {log_end_offset}] "
+                f"of {self.topic}-{self.partition}",
+            )
+        limit = log_end_offset if max_offset is None else min(max_offset, log_end_offset)
+        if offset < limit:
+            first = max(bisect_right(self._base_offsets, offset) - 1, 0)
+            for segment in self._segments[first:]:
+                if offset >= segment.next_offset:
+                    continue
+                found = segment.read(offset, max(max_bytes, 0), limit, min_one_batch)
+                if found is None:
+                    continue
+                position, size = found
+                if size:
+                    return self._read_result(FileRange(segment.file, position, size), size)
+                break
+        return self._read_result(None, 0)
+
+    def _read_result(self, records: FileRange | None, size: int) -> ReadResult:
+        return ReadResult(records, size, self._log_start_offset, self.high_watermark, self._log_end_offset)
+
+    def read_bytes(self, offset: int, max_bytes: int) -> bytes:
+        """The bytes read() would send, up to the log end offset: for consumers inside the broker."""
+        result = self.read(offset, max_bytes)
+        if result.records is None:
+            return b""
+        return os.pread(result.records.file.fileno(), result.size, result.records.position)
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after the log start whose timestamp is at least
+        ``timestamp_ms`` (ListOffsets by time); None when there is none."""
+        for segment in self._segments:
+            if segment.max_timestamp >= timestamp_ms and segment.next_offset > self._log_start_offset:
+                found = segment.find_offset_by_timestamp(timestamp_ms, self._log_start_offset)
+                if found is not None:
+                    return found
+        return None
+
+    def max_timestamp(self) -> tuple[int, int] | None:
+        """(offset, timestamp) of the earliest record with the largest timestamp (ListOffsets -3)."""
+        best: LogSegment | None = None
+        for segment in self._segments:
+            if segment.max_timestamp >= 0 and (best is None or segment.max_timestamp > best.max_timestamp):
+                best = segment
+        return best.max_timestamp_record() if best else None
+
+    # -- removing data ---------------------------------------------------------------------------------------
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (at most the high watermark) and drop the
+        segments that fall entirely below it. Returns the new log start offset (the low watermark)."""
+        if not 0 <= offset <= self.high_watermark:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"cannot delete records before {offset}: the high watermark is {self.high_watermark}",
+            )
+        if offset > self._log_start_offset:
+            self._log_start_offset = offset
+            self._delete_prefix(below_log_start(offset), self._now_ms())
+        return self._log_start_offset
+
+    def enforce_retention(self, now_ms: int) -> int:
+        """Delete whole leading segments past the log start offset, retention.ms and retention.bytes (the last
+        two only with cleanup.policy "delete"). Returns the bytes deleted."""
+        deleted = self._delete_prefix(below_log_start(self._log_start_offset), now_ms)
+        if self.config.deletes_old_segments:
+            deleted += self._delete_prefix(older_than(self.config.retention_ms, now_ms), now_ms)
+            deleted += self._delete_prefix(
+                beyond_size(self.config.retention_bytes, self.size_bytes()), now_ms
+            )
+        return deleted
+
+    def _delete_prefix(self, predicate: Callable[[LogSegment, LogSegment | None], bool], now_ms: int) -> int:
+        count = deletable_prefix(
+            self._segments, predicate, high_watermark=self.high_watermark, log_end_offset=self._log_end_offset
+        )
+        if not count:
+            return 0
+        if count == len(self._segments):
+            self._roll(now_ms)  # a log always keeps one segment
+        doomed = self._segments[:count]
+        del self._segments[:count]
+        del self._base_offsets[:count]
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self._retire(doomed, now_ms)
+        return sum(segment.size for segment in doomed)
+
+    def _retire(self, segments: list[LogSegment], now_ms: int) -> None:
+        """Take segments out of service: renamed to *.deleted now, removed after file.delete.delay.ms so reads
+        already handed to the network still find their file open."""
+        due_ms = now_ms + self.config.file_delete_delay_ms
+        for segment in segments:
+            segment.mark_deleted()
+            self._pending_deletes.append((due_ms, segment))
+        self._dir_dirty = True
+        self.delete_expired_files(now_ms)
+
+    def delete_expired_files(self, now_ms: int) -> None:
+        """Remove segment files whose file.delete.delay.ms has passed since they left the log."""
+        keep: list[tuple[int, LogSegment]] = []
+        for due_ms, segment in self._pending_deletes:
+            if due_ms <= now_ms:
+                segment.delete()
+            else:
+                keep.append((due_ms, segment))
+        self._pending_deletes = keep
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch at or after ``offset`` (a batch straddling ``offset`` goes entirely)."""
+        if offset < 0:
+            raise ValueError(f"cannot truncate to negative offset {offset}")
+        if offset >= self._log_end_offset:
+            return
+        now_ms = self._now_ms()
+        if offset < self._segments[0].base_offset:
+            self._truncate_fully_and_start_at(offset, now_ms)
+            return
+        cut = bisect_right(self._base_offsets, offset)
+        self._retire(self._segments[cut:], now_ms)
+        del self._segments[cut:]
+        del self._base_offsets[cut:]
+        self._segments[-1].truncate_to(offset, now_ms)
+        self._log_end_offset = self._segments[-1].next_offset
+        self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
+        self._after_truncation()
+
+    def _truncate_fully_and_start_at(self, offset: int, now_ms: int) -> None:
+        self._retire(self._segments, now_ms)
+        segment = LogSegment(self.directory, offset, self.config, now_ms, fresh=True)
+        self._segments = [segment]
+        self._base_offsets = [offset]
+        self._log_start_offset = self._log_end_offset = offset
+        self._after_truncation()
+
+    def _after_truncation(self) -> None:
+        self.recovery_point = min(self.recovery_point, self._log_end_offset)
+        if self._high_watermark is not None:
+            self._high_watermark = min(self._high_watermark, self._log_end_offset)
+        self._dir_dirty = True
+
+    # -- durability ------------------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """fsync every segment with unsynced data, and the indexes; the recovery point becomes the log end."""
+        for segment in self._segments:
+            segment.flush()
+        self._sync_dir()
+        self.recovery_point = self._log_end_offset
+        self._last_flush_ms = self._now_ms()
+        self._rolled_unflushed = False
+
+    def maybe_flush(self, now_ms: int) -> None:
+        """Periodic durability: everything once flush.ms has passed, else just the segments rolled since
+        the last flush (Kafka flushes a segment when it rolls), moving the recovery point to the active."""
+        if now_ms - self._last_flush_ms >= self.config.flush_interval_ms:
+            self.flush()
+        elif self._rolled_unflushed:
+            for segment in self._segments[:-1]:
+                segment.flush()
+            self._sync_dir()
+            self.recovery_point = max(self.recovery_point, self._segments[-1].base_offset)
+            self._rolled_unflushed = False
+
+    def _sync_dir(self) -> None:
+        if self._dir_dirty:
+            fsync_dir(self.directory)
+            self._dir_dirty = False
+
+    def close(self, *, flush: bool = True) -> None:
+        """Flush (unless the log is about to be deleted) and release every file."""
+        if self._closed:
+            return
+        if flush:
+            self.flush()
+        for segment in self._segments:
+            segment.close()
+        for _, segment in self._pending_deletes:
+            segment.delete()
+        self._pending_deletes = []
+        self._closed = True
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def __repr__(self) -> str:
+        return (
+            f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
+            f"end={self._log_end_offset}, segments={len(self._segments)})"
+        )
+
+
+def _check_client_batch(batch: BatchHeader, config: LogConfig) -> None:
+    """The checks Kafka applies only to batches from producers."""
+    if batch.base_offset != 0:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD, f"the batch base offset should be 0, not {batch.base_offset}"
+        )
+    if batch.is_control:
+        raise KafkaError(ErrorCode.INVALID_RECORD, "clients are not allowed to write control records")
+    if batch.producer_id >= 0 and batch.base_sequence < 0:
+        raise KafkaError(
+            ErrorCode.INVALID_RECORD,
+            f"invalid sequence number {batch.base_sequence} in a batch from producer {batch.producer_id}",
+        )
+    if batch.timestamp_type is TimestampType.LOG_APPEND_TIME and (
+        config.log_append_time or batch.max_timestamp < 0
+    ):
+        raise KafkaError(
+            ErrorCode.INVALID_TIMESTAMP, "producers must not set the timestamp type to LogAppendTime"
+        )

@@ -1,0 +1,105 @@
+"""Opening a partition directory: clear leftovers, open segments, and recover what a crash may have torn.
+
+After a clean shutdown every segment and index was written out, so segments are trusted (only the batches
+after the last index entry are read). After a crash, every segment from the one holding the recovery point
+onwards is re-validated batch by batch; the first torn or corrupt batch ends the log: the segment is cut
+there, later segments are removed, and the indexes of the recovered segments are rebuilt.
+"""
+
+from __future__ import annotations
+
+import logging
+from bisect import bisect_right
+from dataclasses import dataclass
+from pathlib import Path
+
+from strom.log.config import LogConfig
+from strom.log.files import (
+    CLEANED_SUFFIX,
+    DELETED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    SWAP_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    parse_segment_stem,
+)
+from strom.log.index import CorruptIndexError
+from strom.log.segment import LogSegment
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LoadedLog:
+    segments: list[LogSegment]
+    log_start_offset: int
+    recovery_point: int
+
+
+def load_log(
+    directory: Path,
+    config: LogConfig,
+    *,
+    recovery_point: int,
+    log_start_offset: int,
+    clean_shutdown: bool,
+    now_ms: int,
+) -> LoadedLog:
+    """Open every segment of ``directory`` (creating the first one if there is none) and recover if needed."""
+    _remove_leftovers(directory)
+    bases = sorted(
+        base
+        for path in directory.glob("*" + LOG_SUFFIX)
+        if (base := parse_segment_stem(path.stem)) is not None
+    )
+    first_unflushed = len(bases) if clean_shutdown else max(bisect_right(bases, recovery_point) - 1, 0)
+    segments = [LogSegment(directory, base, config, now_ms, fresh=False) for base in bases]
+    for segment in segments[:first_unflushed]:
+        try:
+            segment.load()
+        except CorruptIndexError as exc:
+            logger.warning("rebuilding indexes of %s: %s", segment.path, exc)
+            segment.recover()
+    segments = _recover_segments(segments, first_unflushed)
+
+    if not segments:
+        segments = [LogSegment(directory, log_start_offset, config, now_ms, fresh=True)]
+    log_end_offset = segments[-1].next_offset
+    log_start_offset = max(log_start_offset, segments[0].base_offset)
+    if log_start_offset > log_end_offset:
+        # The crash took data the log start offset had already moved past: restart the log at that offset so
+        # offsets are never handed out twice.
+        logger.warning(
+            "%s ends at %d, before its log start offset %d", directory, log_end_offset, log_start_offset
+        )
+        for segment in segments:
+            segment.delete()
+        segments = [LogSegment(directory, log_start_offset, config, now_ms, fresh=True)]
+        log_end_offset = log_start_offset
+    # Only a flush may advance the recovery point; a clean shutdown flushed everything.
+    recovered_up_to = log_end_offset if clean_shutdown else min(recovery_point, log_end_offset)
+    return LoadedLog(segments, log_start_offset, max(recovered_up_to, segments[0].base_offset))
+
+
+def _recover_segments(segments: list[LogSegment], first: int) -> list[LogSegment]:
+    """Recover segments[first:]; the first one with invalid bytes ends the log."""
+    for position in range(first, len(segments)):
+        segment = segments[position]
+        if segment.recover():
+            for later in segments[position + 1 :]:
+                logger.warning("deleting %s: it follows a corrupt segment", later.path)
+                later.delete()
+            return segments[: position + 1]
+    return segments
+
+
+def _remove_leftovers(directory: Path) -> None:
+    """Delete files a crash can leave behind: segments pending deletion and indexes without a segment."""
+    for path in directory.iterdir():
+        name = path.name
+        if name.endswith((DELETED_SUFFIX, CLEANED_SUFFIX)):
+            path.unlink(missing_ok=True)
+        elif name.endswith(SWAP_SUFFIX):
+            logger.warning("leaving unexpected swap file %s alone", path)
+        elif path.suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX) and not path.with_suffix(LOG_SUFFIX).exists():
+            path.unlink(missing_ok=True)

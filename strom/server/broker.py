@@ -1,0 +1,179 @@
+"""The broker: metadata image and controller, partition logs, and what handlers need from them.
+
+Startup order matters for crash safety: the metadata log is replayed first (it is the truth about which topics
+and partitions exist), then the partition logs are loaded and recovered, then logs are reconciled with the
+image (a partition the image knows but the disk lacks is created; a log of a deleted topic is removed).
+After that, every metadata change made through the controller reconciles the logs again, so handlers never
+touch log creation or deletion themselves.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from strom.log import AppendResult, LogConfig, LogManager, PartitionLog
+from strom.metadata.controller import Controller
+from strom.metadata.image import MetadataImage
+from strom.metadata.log import MetadataLog
+from strom.metadata.properties import BrokerConfig
+from strom.protocol.errors import ErrorCode, KafkaError
+from strom.server.handlers import supported_api_versions
+from strom.server.waiters import AppendWaiters
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+METADATA_DIR = "__cluster_metadata-0"
+
+
+class Broker:
+    """One node's state. Single-node: this broker is also the (quorum-of-one) controller."""
+
+    def __init__(self, config: BrokerConfig, *, advertised_host: str, advertised_port: int) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.controller_id = config.node_id
+        self.log_dir = config.log_dir().resolve()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = _load_or_create_cluster_id(self.log_dir, self.node_id)
+        self.supported_api_versions = supported_api_versions()
+        self.image = MetadataImage()
+        self.metadata_log = MetadataLog(self.log_dir / METADATA_DIR / "metadata.log")
+        for offset, record in self.metadata_log.replay():
+            self.image.apply(offset, record)
+        self.controller = Controller(self.image, self.metadata_log, config, self.node_id)
+        self.controller.register_broker(self.node_id, advertised_host, advertised_port, config.rack)
+        self.logs = LogManager(self.log_dir, default_config=self._topic_log_config(None))
+        self.logs.load({name: self._topic_log_config(name) for name in self.image.topic_names()})
+        self._waiters = AppendWaiters()
+        self._image_version = -1
+        self._min_insync_replicas: dict[str, int] = {}
+        self.reconcile_logs()
+        self.controller.add_listener(lambda _records: self.reconcile_logs())
+
+    # ------------------------------------------------------------------ metadata → logs
+    def reconcile_logs(self) -> None:
+        """Make the partition logs on disk match the image: create, delete, reconfigure."""
+        if self.image.version == self._image_version:
+            return
+        self._image_version = self.image.version
+        wanted: set[tuple[str, int]] = set()
+        min_insync: dict[str, int] = {}
+        for name in self.image.topic_names():
+            topic = self.image.topic(name)
+            assert topic is not None
+            properties = self.controller.topic_properties(name)
+            config = LogConfig.from_properties(properties)
+            min_insync[name] = int(properties["min.insync.replicas"])
+            for index, partition in topic.partitions.items():
+                if self.node_id not in partition.replicas:
+                    continue
+                wanted.add((name, index))
+                existing = self.logs.get(name, index)
+                if existing is None:
+                    self.logs.create(name, index, config)
+                elif existing.config != config:
+                    existing.config = config
+        for partition_log in list(self.logs.logs()):
+            if (partition_log.topic, partition_log.partition) not in wanted:
+                self.logs.delete(partition_log.topic, partition_log.partition)
+        self._min_insync_replicas = min_insync
+
+    def _topic_log_config(self, topic: str | None) -> LogConfig:
+        return LogConfig.from_properties(self.controller.topic_properties(topic))
+
+    # ------------------------------------------------------------------ lookups for handlers
+    @property
+    def auto_create_topics(self) -> bool:
+        return self.config.get_bool("auto.create.topics.enable")
+
+    def auto_create_topic(self, name: str) -> None:
+        result = self.controller.create_topics([self.controller.new_topic(name)], validate_only=False)[0]
+        if result.error_code not in (ErrorCode.NONE, ErrorCode.TOPIC_ALREADY_EXISTS):
+            raise KafkaError(result.error_code, result.error_message)
+
+    def topic_name(self, topic_id: uuid.UUID) -> str | None:
+        topic = self.image.topic_by_id(topic_id)
+        return topic.name if topic is not None else None
+
+    def is_internal_topic(self, name: str) -> bool:
+        return name in INTERNAL_TOPICS
+
+    def live_brokers(self) -> list:
+        return list(self.image.brokers())
+
+    def offline_replicas(self, replicas: Iterable[int]) -> list[int]:
+        live = {b.node_id for b in self.image.brokers()}
+        return [r for r in replicas if r not in live]
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        image = self.image.topic(topic)
+        if image is None or partition not in image.partitions:
+            return -1
+        return image.partitions[partition].leader_epoch
+
+    def leader_log(self, topic: str, partition: int, current_leader_epoch: int = -1) -> PartitionLog:
+        """The log of a partition this broker leads, checking the client's idea of the leader epoch (KIP-320)."""
+        image = self.image.topic(topic)
+        state = image.partitions.get(partition) if image is not None else None
+        if state is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        if state.leader != self.node_id:
+            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        if current_leader_epoch >= 0:
+            if current_leader_epoch < state.leader_epoch:
+                raise KafkaError(ErrorCode.FENCED_LEADER_EPOCH)
+            if current_leader_epoch > state.leader_epoch:
+                raise KafkaError(ErrorCode.UNKNOWN_LEADER_EPOCH)
+        partition_log = self.logs.get(topic, partition)
+        if partition_log is None:
+            raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+        return partition_log
+
+    def last_stable_offset(self, partition_log: PartitionLog) -> int:
+        """Offsets below this are visible to read_committed consumers (no open transactions yet: the HW)."""
+        return partition_log.high_watermark
+
+    # ------------------------------------------------------------------ produce and long polls
+    def append(self, topic: str, partition: int, records: memoryview, *, acks: int) -> AppendResult:
+        partition_log = self.leader_log(topic, partition)
+        if acks == -1:
+            state = self.image.topic(topic).partitions[partition]  # type: ignore[union-attr]
+            if len(state.isr) < self._min_insync_replicas.get(topic, 1):
+                raise KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS)
+        result = partition_log.append(records, leader_epoch=self.leader_epoch(topic, partition))
+        partition_log.high_watermark = partition_log.log_end_offset  # a single replica: ISR is just us
+        self._waiters.notify((topic, partition))
+        return result
+
+    async def wait_for_append(self, partitions: Iterable[tuple[str | None, int]], timeout: float) -> None:
+        await self._waiters.wait(partitions, timeout)
+
+    # ------------------------------------------------------------------ housekeeping
+    def tick(self) -> None:
+        """Periodic work: retention, time-based segment rolls and flushes."""
+        self.logs.tick(int(time.time() * 1000))
+
+    def close(self) -> None:
+        self.logs.close()
+        self.metadata_log.close()
+
+
+def _load_or_create_cluster_id(log_dir: Path, node_id: int) -> str:
+    """Kafka keeps the cluster id in meta.properties in each log dir; so do we."""
+    meta = log_dir / "meta.properties"
+    if meta.exists():
+        for line in meta.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    tmp = meta.with_suffix(".tmp")
+    tmp.write_text(f"#\n#{time.ctime()}\nnode.id={node_id}\nversion=1\ncluster.id={cluster_id}\n")
+    tmp.replace(meta)
+    return cluster_id

@@ -1,0 +1,73 @@
+"""The TCP listener: accepts clients and runs a Connection for each, plus the broker's periodic work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+
+from strom.server.broker import Broker
+from strom.server.connection import Connection
+from strom.server.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+#: How often retention, time-based rolls and flush.ms run (Kafka's log.retention.check.interval.ms default
+#: is 5 minutes; a shorter tick costs nothing when there is nothing to do).
+TICK_SECONDS = 1.0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before the broker starts, so `port=0` resolves to a real port we can advertise."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class Listener:
+    def __init__(self, broker: Broker, sock: socket.socket) -> None:
+        self.broker = broker
+        self.sock = sock
+        self.dispatcher = Dispatcher(broker)
+        self.max_request_bytes = broker.config.get_int("socket.request.max.bytes")
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Accept clients until `stop` is set, then close every connection."""
+        accept = asyncio.create_task(self._accept_loop())
+        ticker = asyncio.create_task(self._tick_loop())
+        try:
+            await stop.wait()
+        finally:
+            for task in (accept, ticker, *self._connections):
+                task.cancel()
+            for task in (accept, ticker, *self._connections):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.sock.close()
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                client, _ = await loop.sock_accept(self.sock)
+            except OSError as exc:  # e.g. EMFILE: keep serving the clients we have
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn = Connection(client, self.dispatcher.handle_frame, max_request_bytes=self.max_request_bytes)
+            task = asyncio.create_task(conn.serve())
+            self._connections.add(task)
+            task.add_done_callback(self._connections.discard)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            try:
+                self.broker.tick()
+            except Exception:
+                log.exception("periodic log maintenance failed")

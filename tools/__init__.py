@@ -1,0 +1,1 @@
+"""Developer tools that are part of the repository but not of the installed package."""
