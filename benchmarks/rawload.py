@@ -236,10 +236,14 @@ def first_metadata_answer(host: str, port: int, timeout_s: float) -> float:
 
 
 def create_topic(bootstrap: str, name: str, timeout_s: float) -> None:
-    """Create a 1-partition topic with replication factor 1 and wait until the broker reports its leader."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    """Create a 1-partition topic with replication factor 1."""
+    # Level 5 (notice) hides the info line librdkafka logs when an admin client is dropped after one call.
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 5})
     futures = admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
-    futures[name].result(timeout=timeout_s)
+    try:
+        futures[name].result(timeout=timeout_s)
+    except TimeoutError:
+        raise PhaseTimeout(f"topic {name} was not created within {timeout_s:g} s") from None
 
 
 def partition_leader(bootstrap: str, topic: str, timeout_s: float) -> tuple[str, int]:

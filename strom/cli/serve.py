@@ -79,7 +79,12 @@ async def _serve(config: BrokerConfig) -> int:
         print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
     bound_port = sock.getsockname()[1]
-    broker = Broker(config, advertised_host=host, advertised_port=bound_port)
+    advertised_host, advertised_port = config.advertised_listener()
+    broker = Broker(
+        config,
+        advertised_host=advertised_host if "advertised.listeners" in config else host,
+        advertised_port=advertised_port or bound_port,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -67,23 +67,32 @@ class Connection:
 
     # ------------------------------------------------------------------ lifecycle
     async def serve(self) -> None:
+        reader = asyncio.create_task(self._read_loop())
         writer = asyncio.create_task(self._write_loop())
         try:
-            await self._read_loop()
-        except ConnectionClosed as exc:
+            await asyncio.wait((reader, writer), return_when=asyncio.FIRST_COMPLETED)
+            if reader.done():
+                self._enqueue(None)  # let the writer finish what was answered, then stop
+                await asyncio.wait((writer,))
+            else:  # the writer failed: nobody will read our answers, so stop reading requests
+                reader.cancel()
+                await asyncio.wait((reader,))
+            for task in (reader, writer):
+                if not task.cancelled() and task.exception() is not None:
+                    self._log_failure(task.exception())  # type: ignore[arg-type]
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            self.close()
+
+    def _log_failure(self, exc: BaseException) -> None:
+        if isinstance(exc, ConnectionClosed):
             if str(exc):
                 log.info("closing connection from %s: %s", self.peer, exc)
-        except (ConnectionError, OSError) as exc:
+        elif isinstance(exc, ConnectionError | OSError):
             log.debug("connection from %s failed: %s", self.peer, exc)
-        except Exception:
-            log.exception("connection from %s failed", self.peer)
-        finally:
-            self._enqueue(None)  # let the writer finish what was answered, then stop
-            try:
-                await writer
-            except (ConnectionError, OSError):
-                pass
-            self.close()
+        else:
+            log.error("connection from %s failed", self.peer, exc_info=exc)
 
     def close(self) -> None:
         if not self._closed:
@@ -151,13 +160,7 @@ class Connection:
             chunks = self._queue.popleft()
             if chunks is None:
                 return
-            try:
-                await self._send_chunks(chunks)
-            except (ConnectionError, OSError):
-                self._queue.clear()
-                self._drained.set()
-                self.close()
-                raise
+            await self._send_chunks(chunks)
             self._queued_bytes -= _chunks_size(chunks)
             if self._queued_bytes <= MAX_QUEUED_RESPONSE_BYTES:
                 self._drained.set()

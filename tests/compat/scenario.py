@@ -34,8 +34,10 @@ DEFAULT_RETENTION_MS = "604800000"
 CREATED_RETENTION_MS = "3600000"
 ALTERED_RETENTION_MS = "86400000"
 
-# Explicit CreateTime timestamps, one second apart, for the offsets-for-times checks.
-TIMESTAMP_BASE_MS = 1_700_000_000_000
+# Explicit CreateTime timestamps, one second apart, for the offsets-for-times checks. They start an hour
+# back: far enough to differ from the time of producing, recent enough that time-based retention (7 days by
+# default, judged by record timestamps) keeps them.
+TIMESTAMP_BASE_MS = (int(time.time()) - 3600) * 1000
 TIMESTAMP_STEP_MS = 1000
 TIMESTAMPED_COUNT = 10
 
@@ -243,16 +245,26 @@ CLIENT_TIMEOUT_S = 30.0
 
 
 def confluent_admin(bootstrap: str) -> AdminClient:
+    """An admin client; keep a reference to it until its futures are resolved, or they fail with _DESTROY."""
     return AdminClient({"bootstrap.servers": bootstrap})
 
 
 def create_topic_with_confluent(
     bootstrap: str, topic: str, *, partitions: int = PARTITION_COUNT, config: Mapping[str, str] | None = None
 ) -> None:
-    futures = confluent_admin(bootstrap).create_topics(
+    admin = confluent_admin(bootstrap)
+    futures = admin.create_topics(
         [NewTopic(topic, num_partitions=partitions, replication_factor=1, config=dict(config or {}))],
         operation_timeout=CLIENT_TIMEOUT_S,
         request_timeout=CLIENT_TIMEOUT_S,
+    )
+    futures[topic].result(timeout=CLIENT_TIMEOUT_S)
+
+
+def delete_topic_with_confluent(bootstrap: str, topic: str) -> None:
+    admin = confluent_admin(bootstrap)
+    futures = admin.delete_topics(
+        [topic], operation_timeout=CLIENT_TIMEOUT_S, request_timeout=CLIENT_TIMEOUT_S
     )
     futures[topic].result(timeout=CLIENT_TIMEOUT_S)
 

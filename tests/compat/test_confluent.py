@@ -27,6 +27,7 @@ from scenario import (
     TIMESTAMPED_COUNT,
     confluent_admin,
     create_topic_with_confluent,
+    delete_topic_with_confluent,
     keyed_messages,
     large_message,
     offset_for_timestamp_cases,
@@ -43,7 +44,8 @@ def librdkafka_partition(key: bytes) -> int:
 
 
 def describe_topic_configs(bootstrap: str, topic: str) -> dict[str, ConfigEntry]:
-    futures = confluent_admin(bootstrap).describe_configs(
+    admin = confluent_admin(bootstrap)
+    futures = admin.describe_configs(
         [ConfigResource(ResourceType.TOPIC, topic)], request_timeout=CLIENT_TIMEOUT_S
     )
     (future,) = futures.values()
@@ -73,7 +75,8 @@ def test_create_topic_with_three_partitions(strom_broker, unique_topic):
 def test_create_existing_topic_fails_with_topic_already_exists(strom_broker, unique_topic):
     create_topic_with_confluent(strom_broker.bootstrap, unique_topic)
 
-    futures = confluent_admin(strom_broker.bootstrap).create_topics(
+    admin = confluent_admin(strom_broker.bootstrap)
+    futures = admin.create_topics(
         [NewTopic(unique_topic, num_partitions=PARTITION_COUNT, replication_factor=1)],
         request_timeout=CLIENT_TIMEOUT_S,
     )
@@ -151,9 +154,13 @@ def test_watermarks_and_offsets_for_times(strom_broker, unique_topic):
             for partition in range(PARTITION_COUNT)
         ]
         cases = offset_for_timestamp_cases()
-        found = consumer.offsets_for_times(
-            [TopicPartition(unique_topic, 0, timestamp) for timestamp in cases], timeout=CLIENT_TIMEOUT_S
-        )
+        # One query per timestamp: a partition may appear only once in a request.
+        found = [
+            consumer.offsets_for_times(
+                [TopicPartition(unique_topic, 0, timestamp)], timeout=CLIENT_TIMEOUT_S
+            )[0]
+            for timestamp in cases
+        ]
     finally:
         consumer.close()
 
@@ -224,10 +231,7 @@ def test_deleted_topic_disappears_from_metadata(strom_broker, unique_topic):
     produce_with_confluent(strom_broker.bootstrap, unique_topic, keyed_messages(10))
     assert unique_topic in topic_partition_counts(strom_broker.bootstrap)
 
-    futures = confluent_admin(strom_broker.bootstrap).delete_topics(
-        [unique_topic], operation_timeout=CLIENT_TIMEOUT_S, request_timeout=CLIENT_TIMEOUT_S
-    )
-    futures[unique_topic].result(timeout=CLIENT_TIMEOUT_S)
+    delete_topic_with_confluent(strom_broker.bootstrap, unique_topic)
 
     assert unique_topic not in topic_partition_counts(strom_broker.bootstrap)
 

@@ -24,8 +24,8 @@ from scenario import (
     TIMESTAMPED_COUNT,
     Message,
     Record,
-    confluent_admin,
     create_topic_with_confluent,
+    delete_topic_with_confluent,
     keyed_messages,
     large_message,
     offset_for_timestamp_cases,
@@ -171,8 +171,7 @@ def test_deleted_topic_disappears_from_metadata(strom_broker, unique_topic):
     produce(strom_broker, unique_topic, keyed_messages(10, text_only=True, shared_headers=SHARED_HEADERS))
     assert unique_topic in topic_metadata(strom_broker)
 
-    futures = confluent_admin(strom_broker.bootstrap).delete_topics([unique_topic], operation_timeout=30)
-    futures[unique_topic].result(timeout=30)
+    delete_topic_with_confluent(strom_broker.bootstrap, unique_topic)
 
     assert unique_topic not in topic_metadata(strom_broker)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import struct
 import time
+import uuid
 from collections.abc import Iterator
 
 import psutil
@@ -40,7 +41,7 @@ from wire_client import (
 )
 
 from strom.protocol import messages
-from strom.protocol.messages import api_versions, create_topics, fetch, metadata, produce
+from strom.protocol.messages import api_versions, create_topics, fetch, list_offsets, metadata, produce
 from strom.protocol.record_batch import BATCH_HEADER_SIZE, Record, build_batch
 from strom.testing.process import StromProcess
 
@@ -54,7 +55,9 @@ UNSUPPORTED_VERSION = 35
 INVALID_PARTITIONS = 37
 INVALID_REPLICATION_FACTOR = 38
 INVALID_CONFIG = 40
+INVALID_REQUEST = 42
 POLICY_VIOLATION = 44
+UNKNOWN_TOPIC_ID = 100
 
 #: Kafka's socket.request.max.bytes default (100 MiB), which the broker under test keeps.
 SOCKET_REQUEST_MAX_BYTES = 104_857_600
@@ -192,7 +195,9 @@ def test_kafka_api_the_broker_does_not_advertise_closes_the_connection(conn: Raw
     assert conn.wait_closed() == b""
 
 
-@pytest.mark.parametrize("api_key", [produce.API_KEY, fetch.API_KEY, metadata.API_KEY, create_topics.API_KEY])
+@pytest.mark.parametrize(
+    "api_key", [produce.API_KEY, fetch.API_KEY, list_offsets.API_KEY, metadata.API_KEY, create_topics.API_KEY]
+)
 @pytest.mark.parametrize("side", ["below", "above"])
 def test_unsupported_version_closes_the_connection(conn: RawConnection, api_key: int, side: str) -> None:
     low, high = conn.advertised_versions()[api_key]
@@ -333,6 +338,43 @@ def test_successful_produce_with_acks_0_is_not_answered(conn: RawConnection) -> 
     correlation_id = conn.send_request(api_versions.API_KEY, 3, api_versions_request())
     assert conn.receive(api_versions.API_KEY, 3, correlation_id).error_code == NONE
     assert high_watermark(conn, "fire-and-forget", 0) == 1
+
+
+# ---------------------------------------------------------------------- Metadata
+def precious_topic_id(conn: RawConnection) -> uuid.UUID:
+    response = conn.call(metadata.API_KEY, 12, metadata_request([PRECIOUS]))
+    (described,) = response.topics
+    topic_id: uuid.UUID = described.topic_id
+    return topic_id
+
+
+@pytest.mark.parametrize("version", [10, 11])
+@pytest.mark.parametrize("by", ["name-and-id", "known-id-only", "unknown-id-only"])
+def test_metadata_before_v12_naming_topics_by_id_is_an_invalid_request(
+    conn: RawConnection, version: int, by: str
+) -> None:
+    """Kafka reads topic ids in Metadata from v12 on; v10-v11 requests carrying one get INVALID_REQUEST on
+    every topic (with "" for a null name, which these versions can't send back)."""
+    topic_cls = metadata.MetadataRequest.MetadataRequestTopic
+    topic = {
+        "name-and-id": topic_cls(name=PRECIOUS, topic_id=precious_topic_id(conn)),
+        "known-id-only": topic_cls(name=None, topic_id=precious_topic_id(conn)),
+        "unknown-id-only": topic_cls(name=None, topic_id=uuid.UUID(int=12345)),
+    }[by]
+    request = metadata.MetadataRequest(topics=[topic], allow_auto_topic_creation=False)
+
+    response = conn.call(metadata.API_KEY, version, request)
+
+    assert [(t.name, t.error_code) for t in response.topics] == [(topic.name or "", INVALID_REQUEST)]
+
+
+def test_metadata_v12_for_an_unknown_topic_id_is_unknown_topic_id(conn: RawConnection) -> None:
+    topic = metadata.MetadataRequest.MetadataRequestTopic(name=None, topic_id=uuid.UUID(int=12345))
+    request = metadata.MetadataRequest(topics=[topic], allow_auto_topic_creation=False)
+
+    response = conn.call(metadata.API_KEY, 12, request)
+
+    assert [(t.name, t.error_code) for t in response.topics] == [(None, UNKNOWN_TOPIC_ID)]
 
 
 # ---------------------------------------------------------------------- CreateTopics

@@ -24,12 +24,13 @@ from strom.protocol import messages
 from strom.protocol.frames import decode_response_frame_body, encode_request_frame
 from strom.protocol.messages import api_versions, create_topics, fetch, metadata, produce
 from strom.protocol.record_batch import (
+    BATCH_HEADER_SIZE,
+    LENGTH_OFFSET,
     LOG_OVERHEAD,
     Compression,
     Record,
     build_batch,
     decode_batch,
-    parse_batch_header,
 )
 
 HOST = "127.0.0.1"
@@ -272,7 +273,8 @@ def sample_batches(seed: int, *, records_per_batch: int = 10, max_value_size: in
             )
             for i in range(records_per_batch)
         ]
-        batches.append(build_batch(records, compression=codec, base_timestamp=1_700_000_000_000 + index))
+        # Timestamps are now (the default): older ones would be past retention.ms and deleted under the test.
+        batches.append(build_batch(records, compression=codec))
     return batches
 
 
@@ -342,11 +344,11 @@ def split_batches(records: bytes) -> Iterator[bytes]:
     """Whole batches of a fetched record set; a trailing partial batch (allowed by Kafka) is dropped."""
     pos = 0
     while len(records) - pos >= LOG_OVERHEAD:
-        (length,) = struct.unpack_from(">i", records, pos + 8)
+        (length,) = struct.unpack_from(">i", records, pos + LENGTH_OFFSET)
+        assert length >= BATCH_HEADER_SIZE - LOG_OVERHEAD, f"a fetched batch claims to be {length} bytes long"
         end = pos + LOG_OVERHEAD + length
         if end > len(records):
             return
-        parse_batch_header(records, pos)
         yield records[pos:end]
         pos = end
 

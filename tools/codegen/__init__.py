@@ -2,6 +2,14 @@
 
 `render_all(schema_dir)` returns every generated file by name; `python -m tools.codegen` writes them
 (or, with `--check`, reports whether the committed output is current).
+
+Each API module (e.g. `produce.py`) holds: `API_KEY`, `API_NAME`, `MIN_VERSION`, `MAX_VERSION`,
+`FLEXIBLE_MIN_VERSION`, `LATEST_VERSION_UNSTABLE`, `LISTENERS`; one dataclass per message with its
+structs nested inside (common structs at module level); one straight-line decoder and encoder per
+distinct version layout, picked from a tuple by version; and `decode_request`, `encode_request`,
+`decode_response`, `encode_response`, which check the version and turn low-level failures into
+`DecodeError` / `EncodeError`.  The pieces: `schema` (JSON -> model), `pytypes` (Python types and
+defaults), `classes`, `decoder`, `encoder` (emitters), `module` (assembly), `codewriter` (source text).
 """
 
 from __future__ import annotations

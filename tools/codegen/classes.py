@@ -23,8 +23,6 @@ def field_comment(f: FieldSpec) -> str:
 
 
 def _field_lines(code: Code, fields: list[FieldSpec], symbols: ModuleSymbols, nested_in: bool) -> None:
-    if not fields:
-        code.line("pass")
     for f in fields:
         if f.type_name == "uuid":
             symbols.uses_uuid = True
@@ -38,6 +36,8 @@ def emit_struct_class(code: Code, spec: StructSpec, symbols: ModuleSymbols, nest
     """`@dataclass class Name:` with one line per field."""
     code.line("@dataclass(slots=True)")
     with code.block(f"class {spec.name}:"):
+        if not spec.fields:
+            code.line("pass")
         _field_lines(code, spec.fields, symbols, nested_in)
 
 
@@ -48,4 +48,6 @@ def emit_message_class(code: Code, message: MessageSpec, symbols: ModuleSymbols)
         for nested in message.nested:
             emit_struct_class(code, nested, symbols, nested_in=True)
             code.line("")
+        if not message.nested and not message.root.fields:
+            code.line("pass")
         _field_lines(code, message.root.fields, symbols, nested_in=False)

@@ -7,9 +7,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 INDENT = "    "
+MAX_LINE = 110  # the project's line length; longer generated lines are wrapped
 
 # `struct` format characters spelled as identifier-safe letters, for names like `_unpack_hiq`.
 _FORMAT_LETTERS = {"b": "b", "h": "h", "i": "i", "q": "q", "H": "H", "I": "I", "d": "d", "?": "o", "x": "x"}
+
+
+def bytes_literal(data: bytes) -> str:
+    """A bytes literal in the project's quote style: `b"\\x00\\x02"`."""
+    return 'b"' + "".join(f"\\x{byte:02x}" for byte in data) + '"'
 
 
 def format_suffix(fmt: str) -> str:
@@ -92,7 +98,10 @@ class Code:
         self.level = level
 
     def line(self, text: str) -> None:
-        self.lines.append(INDENT * self.level + text if text else "")
+        if not text:
+            self.lines.append("")
+            return
+        self.lines.extend(wrap_line(INDENT * self.level, text))
 
     @contextmanager
     def block(self, header: str) -> Iterator[None]:
@@ -143,3 +152,85 @@ class LocalNames:
     def mark_assigned(self, name: str) -> None:
         """Record an assignment that cannot carry an annotation (tuple unpacking, `for` targets)."""
         self._declared.add(name)
+
+
+def _brackets(text: str) -> Iterator[tuple[int, str]]:
+    """(index, char) of every bracket outside string literals."""
+    quote = ""
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "\"'":
+            quote = c
+        elif c in "()[]{},":
+            yield i, c
+        i += 1
+
+
+def _split_arguments(text: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, c in _brackets(text):
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif depth == 0:
+            parts.append(text[start:i].strip())
+            start = i + 1
+    tail = text[start:].strip()
+    if tail:
+        parts.append(tail)
+    return parts
+
+
+def _final_call_opening(text: str) -> int | None:
+    """Where the bracket closed by the line's final ")" opens, if the line ends with one."""
+    if not text.endswith(")"):
+        return None
+    stack: list[int] = []
+    for i, c in _brackets(text):
+        if c in "([{":
+            stack.append(i)
+        elif c in ")]}" and stack:
+            opened = stack.pop()
+            if i == len(text) - 1:
+                return opened
+    return None
+
+
+def wrap_line(indent: str, text: str, width: int = MAX_LINE) -> list[str]:
+    """Split an over-long line the way a formatter would: trailing comment above, then the
+    arguments of its final call on their own lines, else the right-hand side in parentheses."""
+    if len(indent) + len(text) <= width:
+        return [indent + text]
+    for suffix in (",", " from exc", " from None"):
+        if text.endswith(suffix):
+            lines = wrap_line(indent, text[: -len(suffix)], width - len(suffix))
+            lines[-1] += suffix
+            return lines
+    code, sep, comment = text.rpartition("  # ")
+    if sep and code.count('"') % 2 == 0:
+        return [f"{indent}# {comment}", *wrap_line(indent, code, width)]
+    inner_indent = indent + INDENT
+    opened = _final_call_opening(text)
+    if opened is None or opened == len(text) - 2 or len(indent) + opened >= width:
+        target, equals, value = text.partition(" = ")
+        if not equals or value.startswith("("):
+            return [indent + text]  # nothing sensible to split
+        return [f"{indent}{target} = (", *wrap_line(inner_indent, value), f"{indent})"]
+    head, inner = text[: opened + 1], text[opened + 1 : -1]
+    arguments = _split_arguments(inner)
+    if len(inner_indent) + len(inner) <= MAX_LINE or len(arguments) <= 1:
+        body = wrap_line(inner_indent, inner)
+    else:
+        body = []
+        for argument in arguments:
+            body.extend(wrap_line(inner_indent, argument + ","))
+    return [indent + head, *body, indent + text[-1]]

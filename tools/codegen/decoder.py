@@ -7,7 +7,7 @@ dispatch function that calls it turns those into DecodeError.
 
 from __future__ import annotations
 
-from tools.codegen.codewriter import Code, LocalNames, ModuleSymbols
+from tools.codegen.codewriter import INDENT, MAX_LINE, Code, LocalNames, ModuleSymbols
 from tools.codegen.pytypes import default_literal, element_type, local_type
 from tools.codegen.schema import FIXED_FORMATS, FIXED_SIZES, FieldSpec, SchemaError, StructSpec
 
@@ -15,21 +15,28 @@ from tools.codegen.schema import FIXED_FORMATS, FIXED_SIZES, FieldSpec, SchemaEr
 MAX_TAGGED_FIELDS = 127
 
 
+def min_value_size(f: FieldSpec, version: int, flexible: bool) -> int:
+    """The fewest bytes one value of `f` (one element, for arrays) can occupy in `version`."""
+    compact = f.compact_in(version, flexible)
+    if f.struct is not None:
+        return min_encoded_size(f.struct, version, flexible)
+    if f.type_name in FIXED_SIZES:
+        return FIXED_SIZES[f.type_name]
+    if f.type_name == "string":
+        return 1 if compact else 2
+    return 1 if compact else 4  # bytes and records
+
+
 def min_encoded_size(spec: StructSpec, version: int, flexible: bool) -> int:
     """The fewest bytes one instance of `spec` can occupy in `version` (bounds array lengths)."""
     size = 1 if flexible else 0  # the tagged-field count
     for f in spec.regular_fields(version):
-        compact = f.compact_in(version, flexible)
         if f.is_array:
-            size += 1 if compact else 4
-        elif f.struct is not None:
-            size += 1 if f.nullable_in(version) else min_encoded_size(f.struct, version, flexible)
-        elif f.type_name in FIXED_SIZES:
-            size += FIXED_SIZES[f.type_name]
-        elif f.type_name == "string":
-            size += 1 if compact else 2
+            size += 1 if f.compact_in(version, flexible) else 4
+        elif f.struct is not None and f.nullable_in(version):
+            size += 1
         else:
-            size += 1 if compact else 4
+            size += min_value_size(f, version, flexible)
     return size
 
 
@@ -51,12 +58,22 @@ class DecoderEmitter:
     def raise_(self, helper: str, *args: str) -> None:
         self.code.line(f"raise {self.symbols.helper(helper)}({', '.join(args)})")
 
-    def read_uvarint_into(self, name: str) -> None:
-        """`name = <unsigned varint at pos>`, with the one-byte case inline."""
+    def read_uvarint_into(self, name: str, inline_two_bytes: bool = False) -> None:
+        """`name = <unsigned varint at pos>`, with the one-byte case inline (and the two-byte case,
+        for lengths of record sets and byte strings, which are rarely under 128)."""
+        read_uvarint = self.symbols.helper("read_unsigned_varint")
         self.code.line(f"{name} = buf[pos]")
         self.code.line("pos += 1")
         with self.code.block(f"if {name} > 127:"):
-            self.code.line(f"{name}, pos = {self.symbols.helper('read_unsigned_varint')}(buf, pos - 1)")
+            if not inline_two_bytes:
+                self.code.line(f"{name}, pos = {read_uvarint}(buf, pos - 1)")
+                return
+            self.code.line("_next = buf[pos]")
+            with self.code.block("if _next < 128:"):
+                self.code.line(f"{name} = ({name} & 127) | (_next << 7)")
+                self.code.line("pos += 1")
+            with self.code.block("else:"):
+                self.code.line(f"{name}, pos = {read_uvarint}(buf, pos - 1)")
 
     def read_length_into(self, name: str, type_name: str) -> None:
         """A classic (non-compact) length prefix: int16 for strings, int32 otherwise."""
@@ -100,7 +117,14 @@ class DecoderEmitter:
             self.names.mark_assigned(name)
             values[f.attr] = name
         target = f"({names[0]},)" if len(names) == 1 else ", ".join(names)
-        self.code.line(f"{target} = {self.symbols.unpack(fmt)}(buf, pos)")
+        line = f"{target} = {self.symbols.unpack(fmt)}(buf, pos)"
+        if len(INDENT * self.code.level + line) <= MAX_LINE:
+            self.code.line(line)
+        else:
+            self.code.line("(")
+            for name in names:
+                self.code.line(f"{INDENT}{name},")
+            self.code.line(f") = {self.symbols.unpack(fmt)}(buf, pos)")
         self.code.line(f"pos += {sum(FIXED_SIZES[f.type_name] for f in run)}")
         for f, name in zip(run, names, strict=True):
             if f.type_name == "uuid":
@@ -146,7 +170,7 @@ class DecoderEmitter:
         else:
             convert = "buf[pos:_end].tobytes()"
         if compact:
-            self.read_uvarint_into("_n")
+            self.read_uvarint_into("_n", inline_two_bytes=f.type_name != "string")
             if nullable:
                 with self.code.block("if _n == 0:"):
                     self.assign(target, "None")
@@ -192,10 +216,7 @@ class DecoderEmitter:
             self.code.line(f"{count} -= 1")
         else:
             self.read_length_into(count, "array")
-        if f.struct is not None:
-            elem_size = max(1, min_encoded_size(f.struct, self.version, self.flexible))
-        else:
-            elem_size = FIXED_SIZES.get(f.type_name, 1)
+        elem_size = max(1, min_value_size(f.element(), self.version, self.flexible))
         scaled = count if elem_size == 1 else f"{count} * {elem_size}"
         bad = f"{count} < 0 or {scaled} > _blen - pos"
         if nullable:
@@ -214,7 +235,7 @@ class DecoderEmitter:
         if f.struct is None and f.is_fixed_element and f.type_name != "uuid":
             fmt = FIXED_FORMATS[f.type_name]
             unpack = self.symbols.alias("_struct_unpack_from")
-            self.assign(target, f'list({unpack}(">%d{fmt}" % {count}, buf, pos))')
+            self.assign(target, f'list({unpack}(f">{{{count}}}{fmt}", buf, pos))')
             self.code.line(f"pos += {scaled}")
             return
         self.assign(target, "[]")
@@ -286,5 +307,12 @@ def emit_decoder(
     with code.block(f"def {function_name}(buf: memoryview, pos: int) -> tuple[{root.qualname}, int]:"):
         code.line("_blen = len(buf)")
         result = DecoderEmitter(symbols, version, flexible, code).struct_body(root, 0)
-        code.line(f"return {result}, pos")
+        line = f"return {result}, pos"
+        if len(INDENT * code.level + line) <= MAX_LINE:
+            code.line(line)
+        else:
+            with code.block("return ("):
+                code.line(f"{result},")
+                code.line("pos,")
+            code.line(")")
     return code.text()

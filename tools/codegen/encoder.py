@@ -7,13 +7,16 @@ may splice an opaque records object into the writer instead of copying it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from tools.codegen.codewriter import Code, LocalNames, ModuleSymbols
+from tools.codegen.codewriter import Code, LocalNames, ModuleSymbols, bytes_literal
 from tools.codegen.decoder import MAX_TAGGED_FIELDS
 from tools.codegen.pytypes import element_type, local_type, non_default_test
 from tools.codegen.schema import FIXED_FORMATS, FIXED_SIZES, FieldSpec, SchemaError, StructSpec
+
+_USES_OUT = re.compile(r"\bout\b")
 
 
 class EncoderEmitter:
@@ -76,7 +79,7 @@ class EncoderEmitter:
             if f.ignorable:
                 continue
             with self.code.block(f"if {non_default_test(f, f'{obj}.{f.attr}', self.symbols)}:"):
-                message = f"{spec.qualname}.{f.attr} is set, but this version cannot carry it"
+                message = f"{f.attr} is set, but this version cannot carry it"
                 self.code.line(f'raise {self.symbols.helper("EncodeError")}("{message}")')
 
     def fixed_run(self, run: list[FieldSpec], obj: str) -> None:
@@ -121,7 +124,7 @@ class EncoderEmitter:
             holder = self.names.name("_str" if is_string else "_raw", local_type(f, True))
             self.assign(holder, expr)
             with self.code.block(f"if {holder} is None:"):
-                null = "0" if compact else ("b'\\xff\\xff'" if is_string else "b'\\xff\\xff\\xff\\xff'")
+                null = bytes_literal(b"\xff" * (2 if is_string else 4))
                 self.code.line(f"{self.out}.append(0)" if compact else f"{self.out} += {null}")
             with self.code.block("else:"):
                 self.write_payload(f, holder, compact)
@@ -161,7 +164,8 @@ class EncoderEmitter:
         self.assign(items, expr)
         if nullable:
             with self.code.block(f"if {items} is None:"):
-                self.code.line(f"{self.out}.append(0)" if compact else f"{self.out} += b'\\xff\\xff\\xff\\xff'")
+                null = bytes_literal(b"\xff\xff\xff\xff")
+                self.code.line(f"{self.out}.append(0)" if compact else f"{self.out} += {null}")
             with self.code.block("else:"):
                 self.array_items(f, items, compact, depth)
         else:
@@ -176,7 +180,7 @@ class EncoderEmitter:
         if f.struct is None and f.is_fixed_element and f.type_name != "uuid":
             fmt = FIXED_FORMATS[f.type_name]
             pack = self.symbols.alias("_struct_pack")
-            self.code.line(f'{self.out} += {pack}(">%d{fmt}" % len({items}), *{items})')
+            self.code.line(f'{self.out} += {pack}(f">{{len({items})}}{fmt}", *{items})')
             return
         item = self.names.name(f"_item{depth + 1}", element_type(f))
         self.names.mark_assigned(item)
@@ -229,14 +233,18 @@ class EncoderEmitter:
         tag = f.tag or 0
         uvarint = self.symbols.helper("encode_unsigned_varint")
         if f.is_fixed and tag < 128:
-            self.code.line(f"{self.out} += {bytes((tag, FIXED_SIZES[f.type_name]))!r}")
+            self.code.line(f"{self.out} += {bytes_literal(bytes((tag, FIXED_SIZES[f.type_name])))}")
             self.value(f, f"{obj}.{f.attr}", False, depth)
             return
         scratch = self.names.name(f"_tagged{depth}", "bytearray")
         self.assign(scratch, "bytearray()")
         with self.writing_to(scratch):
             self.value(f, f"{obj}.{f.attr}", f.nullable_in(self.version), depth)
-        self.code.line(f"{self.out} += {bytes((tag,))!r}" if tag < 128 else f"{self.out} += {uvarint}({tag})")
+        self.code.line(
+            f"{self.out} += {bytes_literal(bytes((tag,)))}"
+            if tag < 128
+            else f"{self.out} += {uvarint}({tag})"
+        )
         self.code.line(f"{self.out} += {uvarint}(len({scratch}))")
         self.code.line(f"{self.out} += {scratch}")
 
@@ -248,6 +256,11 @@ def emit_encoder(
     code = Code()
     writer = symbols.helper("Writer")
     with code.block(f"def {function_name}(msg: {root.qualname}, w: {writer}) -> None:"):
-        code.line("out = w.buf")
-        EncoderEmitter(symbols, version, flexible, code).struct_body(root, "msg", 0)
+        body = Code(level=code.level)
+        EncoderEmitter(symbols, version, flexible, body).struct_body(root, "msg", 0)
+        if not body.lines:
+            code.line("pass  # nothing to write in this version")
+        elif any(_USES_OUT.search(line) for line in body.lines):
+            code.line("out = w.buf")
+        code.lines.extend(body.lines)
     return code.text()

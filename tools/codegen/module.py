@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tools.codegen.classes import emit_message_class, emit_struct_class
-from tools.codegen.codewriter import HELPER_ALIASES, MODULE_ALIASES, Code, ModuleSymbols, format_suffix
+from tools.codegen.codewriter import (
+    HELPER_ALIASES,
+    INDENT,
+    MAX_LINE,
+    MODULE_ALIASES,
+    Code,
+    ModuleSymbols,
+    format_suffix,
+    wrap_line,
+)
 from tools.codegen.decoder import emit_decoder
 from tools.codegen.encoder import emit_encoder
 from tools.codegen.schema import ApiSchema, DataModule, MessageSpec, StructSpec
@@ -38,9 +47,7 @@ class _Codec:
     table: list[str]  # function name per version, MIN..MAX
 
 
-def _codec(
-    symbols: ModuleSymbols, message: MessageSpec, operation: str, prefix: str
-) -> _Codec:
+def _codec(symbols: ModuleSymbols, message: MessageSpec, operation: str, prefix: str) -> _Codec:
     """Emit one function per distinct version body; identical versions share a function."""
     emit = emit_decoder if operation == "decode" else emit_encoder
     placeholder = "__FUNCTION__"
@@ -73,53 +80,59 @@ def _dispatch_functions(
     """The public `decode_<suffix>` / `encode_<suffix>` pair for one message."""
     decoders, encoders = tables
     cls = message.name
-    return f'''
-def decode_{suffix}(buf: memoryview, pos: int, version: int) -> tuple[{cls}, int]:
-    """Decode a {label} of `version` starting at `pos`; return it and the offset just past it."""
-    if not {min_name} <= version <= {max_name}:
-        raise UnsupportedVersionError(
-            f"{label} v{{version}} is not supported (v{{{min_name}}}-{{{max_name}}})"
+    supported = f"(v{message.min_version}-{message.max_version})"
+    unsupported = f'raise UnsupportedVersionError(f"{label} v{{version}} is not supported {supported}")'
+    code = Code()
+    signature = f"def decode_{suffix}(buf: memoryview, pos: int, version: int) -> tuple[{cls}, int]:"
+    if len(signature) > MAX_LINE:
+        signature = (
+            f"def decode_{suffix}(\n    buf: memoryview, pos: int, version: int\n) -> tuple[{cls}, int]:"
         )
-    if type(buf) is not memoryview:
-        buf = memoryview(buf)
-    try:
-        return {decoders}[version - {min_name}](buf, pos)
-    except DecodeError as exc:
-        raise DecodeError(f"{label} v{{version}}: {{exc}}") from None
-    except (IndexError, ValueError, struct.error) as exc:
-        raise DecodeError(f"{label} v{{version}}: malformed input ({{exc}})") from exc
-
-
-def encode_{suffix}(msg: {cls}, version: int, w: Writer) -> None:
-    """Append the {label} encoded at `version` to `w` (discard `w` if this raises)."""
-    if not {min_name} <= version <= {max_name}:
-        raise UnsupportedVersionError(
-            f"{label} v{{version}} is not supported (v{{{min_name}}}-{{{max_name}}})"
-        )
-    try:
-        {encoders}[version - {min_name}](msg, w)
-    except EncodeError as exc:
-        raise EncodeError(f"{label} v{{version}}: {{exc}}") from None
-    except (AttributeError, TypeError, ValueError, OverflowError, struct.error) as exc:
-        raise EncodeError(f"{label} v{{version}}: cannot encode ({{exc}})") from exc
-'''
+    with code.block(signature):
+        code.line('"""Decode the message at `pos` as `version`; return it and the offset just past it."""')
+        with code.block(f"if not {min_name} <= version <= {max_name}:"):
+            code.line(unsupported)
+        with code.block("if type(buf) is not memoryview:"):
+            code.line("buf = memoryview(buf)")
+        with code.block("try:"):
+            code.line(f"return {decoders}[version - {min_name}](buf, pos)")
+        with code.block("except DecodeError as exc:"):
+            code.line(f'raise DecodeError(f"{label} v{{version}}: {{exc}}") from None')
+        with code.block("except (IndexError, ValueError, struct.error) as exc:"):
+            code.line(f'raise DecodeError(f"{label} v{{version}}: malformed input ({{exc}})") from exc')
+    code.line("")
+    code.line("")
+    with code.block(f"def encode_{suffix}(msg: {cls}, version: int, w: Writer) -> None:"):
+        code.line('"""Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""')
+        with code.block(f"if not {min_name} <= version <= {max_name}:"):
+            code.line(unsupported)
+        with code.block("try:"):
+            code.line(f"{encoders}[version - {min_name}](msg, w)")
+        with code.block("except EncodeError as exc:"):
+            code.line(f'raise EncodeError(f"{label} v{{version}}: {{exc}}") from None')
+        with code.block(
+            "except (AttributeError, TypeError, ValueError, OverflowError, struct.error) as exc:"
+        ):
+            code.line(f'raise EncodeError(f"{label} v{{version}}: cannot encode ({{exc}})") from exc')
+    return code.text()
 
 
 def _imports(symbols: ModuleSymbols, needs_field: bool) -> str:
+    """The import block, laid out as isort would (aliased names get a statement each)."""
     lines = ["from __future__ import annotations", "", "import struct"]
     if symbols.uses_uuid:
         lines.append("import uuid")
-    lines.append("from dataclasses import dataclass, field" if needs_field else "from dataclasses import dataclass")
-    lines.append("")
-    imported = sorted(
-        {"DecodeError", "EncodeError", "UnsupportedVersionError", "Writer"} | symbols.helpers,
-        key=lambda name: (not name[0].isupper(), name),
+    lines.append(
+        "from dataclasses import dataclass, field" if needs_field else "from dataclasses import dataclass"
     )
+    lines.append("")
+    names = {"DecodeError", "EncodeError", "UnsupportedVersionError", "Writer"} | symbols.helpers
+    plain = sorted((n for n in names if HELPER_ALIASES[n] == n), key=lambda n: (not n.isupper(), n))
     lines.append("from strom.protocol.primitives import (")
-    for name in imported:
-        alias = HELPER_ALIASES[name]
-        lines.append(f"    {name}," if alias == name else f"    {name} as {alias},")
+    lines.extend(f"    {name}," for name in plain)
     lines.append(")")
+    for name in sorted(n for n in names if HELPER_ALIASES[n] != n):
+        lines.append(f"from strom.protocol.primitives import {name} as {HELPER_ALIASES[name]}")
     return "\n".join(lines) + "\n"
 
 
@@ -165,9 +178,7 @@ def _uses_field(messages: list[MessageSpec]) -> bool:
     def struct_uses(spec: StructSpec) -> bool:
         return any((f.is_array or f.struct is not None) and f.default is not None for f in spec.fields)
 
-    return any(
-        struct_uses(spec) for m in messages for spec in [m.root, *m.nested, *m.common]
-    )
+    return any(struct_uses(spec) for m in messages for spec in [m.root, *m.nested, *m.common])
 
 
 def _assemble(
@@ -181,9 +192,15 @@ def _assemble(
 ) -> str:
     classes = _classes(messages, symbols)
     parts = [
-        _header(schema_files) + f'\n"""{docstring}\n"""',
-        _imports(symbols, _uses_field(messages)),
-        constants,
+        "\n".join(
+            [
+                _header(schema_files),
+                f'"""{docstring}\n"""',
+                "",
+                _imports(symbols, _uses_field(messages)),
+                constants,
+            ]
+        ),
         _struct_constants(symbols),
         classes,
     ]
@@ -280,11 +297,8 @@ def render_data_module(module: DataModule) -> str:
                 (f"_{upper}_DECODERS", f"_{upper}_ENCODERS"),
             )
         )
-    names = ", ".join(message.name for message in messages)
-    docstring = (
-        f"Versioned data structs without a request header ({names}): dataclasses and codecs.\n\n"
-        "The version travels in the payload itself (an int16 before the struct), read by the caller."
-    )
+    names = " and ".join(message.name for message in messages)
+    docstring = f"Dataclasses and codecs for {names}.\n\n{module.note}"
     return _assemble(
         docstring,
         [f"{message.name}.json" for message in messages],
@@ -371,10 +385,11 @@ def render_registry(apis: list[ApiSchema], data_modules: list[DataModule]) -> st
     ]
     for api in apis:
         request = api.request
-        lines.append(
-            f'    {api.api_key}: ApiSpec({api.api_key}, "{api.api_name}", {request.min_version}, '
+        entry = (
+            f'{api.api_key}: ApiSpec({api.api_key}, "{api.api_name}", {request.min_version}, '
             f'{request.max_version}, {request.flexible_min_version}, "{api.module_name}", '
-            f"{request.latest_version_unstable}, {tuple_literal(request.listeners)}),"
+            f"{request.latest_version_unstable}, {tuple_literal(request.listeners)})"
         )
+        lines.extend(wrap_line(INDENT, entry + ","))
     lines.append("}")
     return "\n".join(lines) + "\n"

@@ -38,8 +38,7 @@ FIXED_SIZES: dict[str, int] = {
     "bool": 1,
     "uuid": 16,
 }
-VARIABLE_PRIMITIVES = frozenset({"string", "bytes", "records"})
-PRIMITIVES = frozenset(FIXED_FORMATS) | VARIABLE_PRIMITIVES
+PRIMITIVES = frozenset(FIXED_FORMATS) | {"string", "bytes", "records"}
 INT_TYPES = frozenset({"int8", "int16", "int32", "int64", "uint16", "uint32"})
 
 
@@ -136,6 +135,9 @@ class Versions:
         return f"v{self.low}-{self.high}"
 
 
+NO_DEFAULT = object()  # a field's "default": the type's own default applies
+
+
 @dataclass(slots=True)
 class FieldSpec:
     """One field of a struct, with everything needed to encode, decode and default it."""
@@ -153,10 +155,6 @@ class FieldSpec:
     ignorable: bool
     zero_copy: bool
     struct: StructSpec | None = None
-
-    @property
-    def is_struct(self) -> bool:
-        return self.struct is not None
 
     @property
     def is_fixed(self) -> bool:
@@ -191,9 +189,6 @@ class FieldSpec:
         if self.flexible_override is not None:
             return version in self.flexible_override
         return message_flexible
-
-
-NO_DEFAULT = object()
 
 
 @dataclass(slots=True)
@@ -417,15 +412,22 @@ class DataModule:
     """A module of versioned data structs (no header, no API key), e.g. the consumer protocol."""
 
     module_name: str
+    note: str  # what a user of the module must know, for its docstring
     members: list[tuple[str, MessageSpec]] = field(default_factory=list)  # (function suffix, message)
 
 
-# Versioned "data" schemas that other parts of the broker need, grouped by output module.
-DATA_MODULES: dict[str, list[tuple[str, str]]] = {
-    "consumer_protocol": [
-        ("ConsumerProtocolSubscription", "subscription"),
-        ("ConsumerProtocolAssignment", "assignment"),
-    ],
+# Versioned "data" schemas that other parts of the broker need, grouped by output module:
+# module name -> (docstring note, [(schema name, function suffix)]).
+DATA_MODULES: dict[str, tuple[str, list[tuple[str, str]]]] = {
+    "consumer_protocol": (
+        "The classic consumer group protocol's subscription and assignment, carried as opaque bytes in\n"
+        "JoinGroup and SyncGroup.  The payload starts with an int16 version, read by the caller; like\n"
+        "Kafka, read a version newer than the newest known as the newest (versions only add fields).",
+        [
+            ("ConsumerProtocolSubscription", "subscription"),
+            ("ConsumerProtocolAssignment", "assignment"),
+        ],
+    ),
 }
 
 
@@ -453,8 +455,8 @@ def load_apis(schema_dir: Path) -> list[ApiSchema]:
 
 def load_data_modules(schema_dir: Path) -> list[DataModule]:
     modules: list[DataModule] = []
-    for module_name, members in DATA_MODULES.items():
-        module = DataModule(module_name)
+    for module_name, (note, members) in DATA_MODULES.items():
+        module = DataModule(module_name, note)
         for schema_name, suffix in members:
             message = parse_message(load_schema_file(schema_dir / f"{schema_name}.json"))
             if message.kind != "data":

@@ -79,13 +79,17 @@ APIS: dict[int, ApiSpec] = {
     14: ApiSpec(14, "SyncGroup", 0, 5, 4, "sync_group", False, ("zkBroker", "broker")),
     15: ApiSpec(15, "DescribeGroups", 0, 5, 5, "describe_groups", False, ("zkBroker", "broker")),
     16: ApiSpec(16, "ListGroups", 0, 5, 3, "list_groups", False, ("zkBroker", "broker")),
-    17: ApiSpec(17, "SaslHandshake", 0, 1, None, "sasl_handshake", False, ("zkBroker", "broker", "controller")),
+    17: ApiSpec(
+        17, "SaslHandshake", 0, 1, None, "sasl_handshake", False, ("zkBroker", "broker", "controller")
+    ),
     18: ApiSpec(18, "ApiVersions", 0, 4, 3, "api_versions", False, ("zkBroker", "broker", "controller")),
     19: ApiSpec(19, "CreateTopics", 0, 7, 5, "create_topics", False, ("zkBroker", "broker", "controller")),
     20: ApiSpec(20, "DeleteTopics", 0, 6, 4, "delete_topics", False, ("zkBroker", "broker", "controller")),
     21: ApiSpec(21, "DeleteRecords", 0, 2, 2, "delete_records", False, ("zkBroker", "broker")),
     22: ApiSpec(22, "InitProducerId", 0, 5, 2, "init_producer_id", False, ("zkBroker", "broker")),
-    23: ApiSpec(23, "OffsetForLeaderEpoch", 0, 4, 4, "offset_for_leader_epoch", False, ("zkBroker", "broker")),
+    23: ApiSpec(
+        23, "OffsetForLeaderEpoch", 0, 4, 4, "offset_for_leader_epoch", False, ("zkBroker", "broker")
+    ),
     24: ApiSpec(24, "AddPartitionsToTxn", 0, 5, 3, "add_partitions_to_txn", False, ("zkBroker", "broker")),
     25: ApiSpec(25, "AddOffsetsToTxn", 0, 4, 3, "add_offsets_to_txn", False, ("zkBroker", "broker")),
     26: ApiSpec(26, "EndTxn", 0, 5, 3, "end_txn", True, ("zkBroker", "broker")),
@@ -94,49 +98,150 @@ APIS: dict[int, ApiSpec] = {
     29: ApiSpec(29, "DescribeAcls", 0, 3, 2, "describe_acls", False, ("zkBroker", "broker", "controller")),
     30: ApiSpec(30, "CreateAcls", 0, 3, 2, "create_acls", False, ("zkBroker", "broker", "controller")),
     31: ApiSpec(31, "DeleteAcls", 0, 3, 2, "delete_acls", False, ("zkBroker", "broker", "controller")),
-    32: ApiSpec(32, "DescribeConfigs", 0, 4, 4, "describe_configs", False, ("zkBroker", "broker", "controller")),
+    32: ApiSpec(
+        32, "DescribeConfigs", 0, 4, 4, "describe_configs", False, ("zkBroker", "broker", "controller")
+    ),
     33: ApiSpec(33, "AlterConfigs", 0, 2, 2, "alter_configs", False, ("zkBroker", "broker", "controller")),
     34: ApiSpec(34, "AlterReplicaLogDirs", 0, 2, 2, "alter_replica_log_dirs", False, ("zkBroker", "broker")),
     35: ApiSpec(35, "DescribeLogDirs", 0, 4, 2, "describe_log_dirs", False, ("zkBroker", "broker")),
-    36: ApiSpec(36, "SaslAuthenticate", 0, 2, 2, "sasl_authenticate", False, ("zkBroker", "broker", "controller")),
-    37: ApiSpec(37, "CreatePartitions", 0, 3, 2, "create_partitions", False, ("zkBroker", "broker", "controller")),
-    38: ApiSpec(38, "CreateDelegationToken", 0, 3, 2, "create_delegation_token", False, ("zkBroker", "broker", "controller")),
-    39: ApiSpec(39, "RenewDelegationToken", 0, 2, 2, "renew_delegation_token", False, ("zkBroker", "broker", "controller")),
-    40: ApiSpec(40, "ExpireDelegationToken", 0, 2, 2, "expire_delegation_token", False, ("zkBroker", "broker", "controller")),
-    41: ApiSpec(41, "DescribeDelegationToken", 0, 3, 2, "describe_delegation_token", False, ("zkBroker", "broker", "controller")),
+    36: ApiSpec(
+        36, "SaslAuthenticate", 0, 2, 2, "sasl_authenticate", False, ("zkBroker", "broker", "controller")
+    ),
+    37: ApiSpec(
+        37, "CreatePartitions", 0, 3, 2, "create_partitions", False, ("zkBroker", "broker", "controller")
+    ),
+    38: ApiSpec(
+        38,
+        "CreateDelegationToken",
+        0,
+        3,
+        2,
+        "create_delegation_token",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
+    39: ApiSpec(
+        39,
+        "RenewDelegationToken",
+        0,
+        2,
+        2,
+        "renew_delegation_token",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
+    40: ApiSpec(
+        40,
+        "ExpireDelegationToken",
+        0,
+        2,
+        2,
+        "expire_delegation_token",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
+    41: ApiSpec(
+        41,
+        "DescribeDelegationToken",
+        0,
+        3,
+        2,
+        "describe_delegation_token",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
     42: ApiSpec(42, "DeleteGroups", 0, 2, 2, "delete_groups", False, ("zkBroker", "broker")),
     43: ApiSpec(43, "ElectLeaders", 0, 2, 2, "elect_leaders", False, ("zkBroker", "broker", "controller")),
-    44: ApiSpec(44, "IncrementalAlterConfigs", 0, 1, 1, "incremental_alter_configs", False, ("zkBroker", "broker", "controller")),
-    45: ApiSpec(45, "AlterPartitionReassignments", 0, 0, 0, "alter_partition_reassignments", False, ("broker", "controller", "zkBroker")),
-    46: ApiSpec(46, "ListPartitionReassignments", 0, 0, 0, "list_partition_reassignments", False, ("broker", "controller", "zkBroker")),
+    44: ApiSpec(
+        44,
+        "IncrementalAlterConfigs",
+        0,
+        1,
+        1,
+        "incremental_alter_configs",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
+    45: ApiSpec(
+        45,
+        "AlterPartitionReassignments",
+        0,
+        0,
+        0,
+        "alter_partition_reassignments",
+        False,
+        ("broker", "controller", "zkBroker"),
+    ),
+    46: ApiSpec(
+        46,
+        "ListPartitionReassignments",
+        0,
+        0,
+        0,
+        "list_partition_reassignments",
+        False,
+        ("broker", "controller", "zkBroker"),
+    ),
     47: ApiSpec(47, "OffsetDelete", 0, 0, None, "offset_delete", False, ("zkBroker", "broker")),
     48: ApiSpec(48, "DescribeClientQuotas", 0, 1, 1, "describe_client_quotas", False, ("zkBroker", "broker")),
-    49: ApiSpec(49, "AlterClientQuotas", 0, 1, 1, "alter_client_quotas", False, ("zkBroker", "broker", "controller")),
-    50: ApiSpec(50, "DescribeUserScramCredentials", 0, 0, 0, "describe_user_scram_credentials", False, ("zkBroker", "broker", "controller")),
-    51: ApiSpec(51, "AlterUserScramCredentials", 0, 0, 0, "alter_user_scram_credentials", False, ("zkBroker", "broker", "controller")),
+    49: ApiSpec(
+        49, "AlterClientQuotas", 0, 1, 1, "alter_client_quotas", False, ("zkBroker", "broker", "controller")
+    ),
+    50: ApiSpec(
+        50,
+        "DescribeUserScramCredentials",
+        0,
+        0,
+        0,
+        "describe_user_scram_credentials",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
+    51: ApiSpec(
+        51,
+        "AlterUserScramCredentials",
+        0,
+        0,
+        0,
+        "alter_user_scram_credentials",
+        False,
+        ("zkBroker", "broker", "controller"),
+    ),
     52: ApiSpec(52, "Vote", 0, 1, 0, "vote", False, ("controller",)),
     53: ApiSpec(53, "BeginQuorumEpoch", 0, 1, 1, "begin_quorum_epoch", False, ("controller",)),
     54: ApiSpec(54, "EndQuorumEpoch", 0, 1, 1, "end_quorum_epoch", False, ("controller",)),
     55: ApiSpec(55, "DescribeQuorum", 0, 2, 0, "describe_quorum", False, ("broker", "controller")),
     56: ApiSpec(56, "AlterPartition", 0, 3, 0, "alter_partition", False, ("zkBroker", "controller")),
-    57: ApiSpec(57, "UpdateFeatures", 0, 2, 0, "update_features", False, ("zkBroker", "broker", "controller")),
+    57: ApiSpec(
+        57, "UpdateFeatures", 0, 2, 0, "update_features", False, ("zkBroker", "broker", "controller")
+    ),
     58: ApiSpec(58, "Envelope", 0, 0, 0, "envelope", False, ("controller", "zkBroker")),
     59: ApiSpec(59, "FetchSnapshot", 0, 1, 0, "fetch_snapshot", False, ("controller",)),
-    60: ApiSpec(60, "DescribeCluster", 0, 1, 0, "describe_cluster", False, ("zkBroker", "broker", "controller")),
+    60: ApiSpec(
+        60, "DescribeCluster", 0, 1, 0, "describe_cluster", False, ("zkBroker", "broker", "controller")
+    ),
     61: ApiSpec(61, "DescribeProducers", 0, 0, 0, "describe_producers", False, ("zkBroker", "broker")),
     62: ApiSpec(62, "BrokerRegistration", 0, 4, 0, "broker_registration", False, ("controller",)),
     63: ApiSpec(63, "BrokerHeartbeat", 0, 1, 0, "broker_heartbeat", False, ("controller",)),
     64: ApiSpec(64, "UnregisterBroker", 0, 0, 0, "unregister_broker", False, ("broker", "controller")),
     65: ApiSpec(65, "DescribeTransactions", 0, 0, 0, "describe_transactions", False, ("zkBroker", "broker")),
     66: ApiSpec(66, "ListTransactions", 0, 1, 0, "list_transactions", False, ("zkBroker", "broker")),
-    67: ApiSpec(67, "AllocateProducerIds", 0, 0, 0, "allocate_producer_ids", False, ("zkBroker", "controller")),
-    68: ApiSpec(68, "ConsumerGroupHeartbeat", 0, 1, 0, "consumer_group_heartbeat", True, ("zkBroker", "broker")),
-    69: ApiSpec(69, "ConsumerGroupDescribe", 0, 0, 0, "consumer_group_describe", False, ("zkBroker", "broker")),
+    67: ApiSpec(
+        67, "AllocateProducerIds", 0, 0, 0, "allocate_producer_ids", False, ("zkBroker", "controller")
+    ),
+    68: ApiSpec(
+        68, "ConsumerGroupHeartbeat", 0, 1, 0, "consumer_group_heartbeat", True, ("zkBroker", "broker")
+    ),
+    69: ApiSpec(
+        69, "ConsumerGroupDescribe", 0, 0, 0, "consumer_group_describe", False, ("zkBroker", "broker")
+    ),
     70: ApiSpec(70, "ControllerRegistration", 0, 0, 0, "controller_registration", False, ("controller",)),
     71: ApiSpec(71, "GetTelemetrySubscriptions", 0, 0, 0, "get_telemetry_subscriptions", False, ("broker",)),
     72: ApiSpec(72, "PushTelemetry", 0, 0, 0, "push_telemetry", False, ("broker",)),
     73: ApiSpec(73, "AssignReplicasToDirs", 0, 0, 0, "assign_replicas_to_dirs", False, ("controller",)),
-    74: ApiSpec(74, "ListClientMetricsResources", 0, 0, 0, "list_client_metrics_resources", False, ("broker",)),
+    74: ApiSpec(
+        74, "ListClientMetricsResources", 0, 0, 0, "list_client_metrics_resources", False, ("broker",)
+    ),
     75: ApiSpec(75, "DescribeTopicPartitions", 0, 0, 0, "describe_topic_partitions", False, ("broker",)),
     76: ApiSpec(76, "ShareGroupHeartbeat", 0, 0, 0, "share_group_heartbeat", True, ("broker",)),
     77: ApiSpec(77, "ShareGroupDescribe", 0, 0, 0, "share_group_describe", True, ("broker",)),
@@ -149,5 +254,7 @@ APIS: dict[int, ApiSpec] = {
     84: ApiSpec(84, "ReadShareGroupState", 0, 0, 0, "read_share_group_state", True, ("broker",)),
     85: ApiSpec(85, "WriteShareGroupState", 0, 0, 0, "write_share_group_state", True, ("broker",)),
     86: ApiSpec(86, "DeleteShareGroupState", 0, 0, 0, "delete_share_group_state", True, ("broker",)),
-    87: ApiSpec(87, "ReadShareGroupStateSummary", 0, 0, 0, "read_share_group_state_summary", True, ("broker",)),
+    87: ApiSpec(
+        87, "ReadShareGroupStateSummary", 0, 0, 0, "read_share_group_state_summary", True, ("broker",)
+    ),
 }

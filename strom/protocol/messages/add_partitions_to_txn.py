@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 24
 API_NAME = "AddPartitionsToTxn"
@@ -76,7 +74,8 @@ class AddPartitionsToTxnRequest:
         verify_only: bool = False  # v4+
         topics: list[AddPartitionsToTxnTopic] = field(default_factory=list)  # v4+
 
-    transactions: list[AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction] = field(default_factory=list)  # v4+
+    # v4+
+    transactions: list[AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction] = field(default_factory=list)
     v3_and_below_transactional_id: str = ""  # v0-3
     v3_and_below_producer_id: int = 0  # v0-3
     v3_and_below_producer_epoch: int = 0  # v0-3
@@ -92,7 +91,10 @@ class AddPartitionsToTxnResponse:
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v4+, ignorable
-    results_by_transaction: list[AddPartitionsToTxnResponse.AddPartitionsToTxnResult] = field(default_factory=list)  # v4+
+    # v4+
+    results_by_transaction: list[AddPartitionsToTxnResponse.AddPartitionsToTxnResult] = field(
+        default_factory=list
+    )
     results_by_topic_v3_and_below: list[AddPartitionsToTxnTopicResult] = field(default_factory=list)  # v0-3
 
 
@@ -124,10 +126,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         v3_and_below_topics_0.append(AddPartitionsToTxnTopic(name_1, partitions_1))
-    return AddPartitionsToTxnRequest([], v3_and_below_transactional_id_0, v3_and_below_producer_id_0, v3_and_below_producer_epoch_0, v3_and_below_topics_0), pos
+    return (
+        AddPartitionsToTxnRequest(
+            [],
+            v3_and_below_transactional_id_0,
+            v3_and_below_producer_id_0,
+            v3_and_below_producer_epoch_0,
+            v3_and_below_topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRequest, int]:
@@ -172,7 +183,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -183,7 +194,16 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return AddPartitionsToTxnRequest([], v3_and_below_transactional_id_0, v3_and_below_producer_id_0, v3_and_below_producer_epoch_0, v3_and_below_topics_0), pos
+    return (
+        AddPartitionsToTxnRequest(
+            [],
+            v3_and_below_transactional_id_0,
+            v3_and_below_producer_id_0,
+            v3_and_below_producer_epoch_0,
+            v3_and_below_topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRequest, int]:
@@ -237,7 +257,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -248,7 +268,11 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        transactions_0.append(AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction(transactional_id_1, producer_id_1, producer_epoch_1, verify_only_1, topics_1))
+        transactions_0.append(
+            AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction(
+                transactional_id_1, producer_id_1, producer_epoch_1, verify_only_1, topics_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -258,8 +282,8 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnReq
 
 def _encode_request_v0(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.transactions is None or len(msg.transactions) != 0):
-        raise EncodeError("AddPartitionsToTxnRequest.transactions is set, but this version cannot carry it")
+    if msg.transactions is None or len(msg.transactions) != 0:
+        raise EncodeError("transactions is set, but this version cannot carry it")
     _utf8: bytes = msg.v3_and_below_transactional_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -272,13 +296,13 @@ def _encode_request_v0(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[int] = _item1.partitions
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
 
 
 def _encode_request_v3(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.transactions is None or len(msg.transactions) != 0):
-        raise EncodeError("AddPartitionsToTxnRequest.transactions is set, but this version cannot carry it")
+    if msg.transactions is None or len(msg.transactions) != 0:
+        raise EncodeError("transactions is set, but this version cannot carry it")
     _utf8: bytes = msg.v3_and_below_transactional_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -307,7 +331,7 @@ def _encode_request_v3(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -315,13 +339,13 @@ def _encode_request_v3(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
 def _encode_request_v4(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
     out = w.buf
     if msg.v3_and_below_transactional_id != "":
-        raise EncodeError("AddPartitionsToTxnRequest.v3_and_below_transactional_id is set, but this version cannot carry it")
+        raise EncodeError("v3_and_below_transactional_id is set, but this version cannot carry it")
     if msg.v3_and_below_producer_id != 0:
-        raise EncodeError("AddPartitionsToTxnRequest.v3_and_below_producer_id is set, but this version cannot carry it")
+        raise EncodeError("v3_and_below_producer_id is set, but this version cannot carry it")
     if msg.v3_and_below_producer_epoch != 0:
-        raise EncodeError("AddPartitionsToTxnRequest.v3_and_below_producer_epoch is set, but this version cannot carry it")
-    if (msg.v3_and_below_topics is None or len(msg.v3_and_below_topics) != 0):
-        raise EncodeError("AddPartitionsToTxnRequest.v3_and_below_topics is set, but this version cannot carry it")
+        raise EncodeError("v3_and_below_producer_epoch is set, but this version cannot carry it")
+    if msg.v3_and_below_topics is None or len(msg.v3_and_below_topics) != 0:
+        raise EncodeError("v3_and_below_topics is set, but this version cannot carry it")
     _s0: list[AddPartitionsToTxnRequest.AddPartitionsToTxnTransaction] = msg.transactions
     _n = len(_s0) + 1
     if _n < 128:
@@ -357,7 +381,7 @@ def _encode_request_v4(msg: AddPartitionsToTxnRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -388,7 +412,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRe
         for _ in range(_n1):
             partition_index_2, partition_error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            results_by_partition_1.append(AddPartitionsToTxnPartitionResult(partition_index_2, partition_error_code_2))
+            results_by_partition_1.append(
+                AddPartitionsToTxnPartitionResult(partition_index_2, partition_error_code_2)
+            )
         results_by_topic_v3_and_below_0.append(AddPartitionsToTxnTopicResult(name_1, results_by_partition_1))
     return AddPartitionsToTxnResponse(throttle_time_ms_0, 0, [], results_by_topic_v3_and_below_0), pos
 
@@ -432,7 +458,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRe
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            results_by_partition_1.append(AddPartitionsToTxnPartitionResult(partition_index_2, partition_error_code_2))
+            results_by_partition_1.append(
+                AddPartitionsToTxnPartitionResult(partition_index_2, partition_error_code_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -504,7 +532,9 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRe
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                results_by_partition_2.append(AddPartitionsToTxnPartitionResult(partition_index_3, partition_error_code_3))
+                results_by_partition_2.append(
+                    AddPartitionsToTxnPartitionResult(partition_index_3, partition_error_code_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -514,7 +544,9 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRe
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_by_transaction_0.append(AddPartitionsToTxnResponse.AddPartitionsToTxnResult(transactional_id_1, topic_results_1))
+        results_by_transaction_0.append(
+            AddPartitionsToTxnResponse.AddPartitionsToTxnResult(transactional_id_1, topic_results_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -524,8 +556,8 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[AddPartitionsToTxnRe
 
 def _encode_response_v0(msg: AddPartitionsToTxnResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.results_by_transaction is None or len(msg.results_by_transaction) != 0):
-        raise EncodeError("AddPartitionsToTxnResponse.results_by_transaction is set, but this version cannot carry it")
+    if msg.results_by_transaction is None or len(msg.results_by_transaction) != 0:
+        raise EncodeError("results_by_transaction is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[AddPartitionsToTxnTopicResult] = msg.results_by_topic_v3_and_below
     out += _pack_i(len(_s0))
@@ -541,8 +573,8 @@ def _encode_response_v0(msg: AddPartitionsToTxnResponse, w: Writer) -> None:
 
 def _encode_response_v3(msg: AddPartitionsToTxnResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.results_by_transaction is None or len(msg.results_by_transaction) != 0):
-        raise EncodeError("AddPartitionsToTxnResponse.results_by_transaction is set, but this version cannot carry it")
+    if msg.results_by_transaction is None or len(msg.results_by_transaction) != 0:
+        raise EncodeError("results_by_transaction is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[AddPartitionsToTxnTopicResult] = msg.results_by_topic_v3_and_below
     _n = len(_s0) + 1
@@ -573,8 +605,8 @@ def _encode_response_v3(msg: AddPartitionsToTxnResponse, w: Writer) -> None:
 
 def _encode_response_v4(msg: AddPartitionsToTxnResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.results_by_topic_v3_and_below is None or len(msg.results_by_topic_v3_and_below) != 0):
-        raise EncodeError("AddPartitionsToTxnResponse.results_by_topic_v3_and_below is set, but this version cannot carry it")
+    if msg.results_by_topic_v3_and_below is None or len(msg.results_by_topic_v3_and_below) != 0:
+        raise EncodeError("results_by_topic_v3_and_below is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _s0: list[AddPartitionsToTxnResponse.AddPartitionsToTxnResult] = msg.results_by_transaction
     _n = len(_s0) + 1
@@ -659,11 +691,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AddPartitionsToTxnRequest, int]:
-    """Decode a AddPartitionsToTxn request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AddPartitionsToTxn request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AddPartitionsToTxn request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -675,11 +705,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AddPartitio
 
 
 def encode_request(msg: AddPartitionsToTxnRequest, version: int, w: Writer) -> None:
-    """Append the AddPartitionsToTxn request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AddPartitionsToTxn request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AddPartitionsToTxn request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -689,11 +717,9 @@ def encode_request(msg: AddPartitionsToTxnRequest, version: int, w: Writer) -> N
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AddPartitionsToTxnResponse, int]:
-    """Decode a AddPartitionsToTxn response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AddPartitionsToTxn response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AddPartitionsToTxn response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -705,11 +731,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AddPartiti
 
 
 def encode_response(msg: AddPartitionsToTxnResponse, version: int, w: Writer) -> None:
-    """Append the AddPartitionsToTxn response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AddPartitionsToTxn response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AddPartitionsToTxn response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

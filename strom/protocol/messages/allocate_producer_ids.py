@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,9 +15,8 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 67
 API_NAME = "AllocateProducerIds"
@@ -74,7 +72,10 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AllocateProducerIdsR
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return AllocateProducerIdsResponse(throttle_time_ms_0, error_code_0, producer_id_start_0, producer_id_len_0), pos
+    return (
+        AllocateProducerIdsResponse(throttle_time_ms_0, error_code_0, producer_id_start_0, producer_id_len_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: AllocateProducerIdsResponse, w: Writer) -> None:
@@ -104,11 +105,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AllocateProducerIdsRequest, int]:
-    """Decode a AllocateProducerIds request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AllocateProducerIds request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AllocateProducerIds request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -120,11 +119,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AllocatePro
 
 
 def encode_request(msg: AllocateProducerIdsRequest, version: int, w: Writer) -> None:
-    """Append the AllocateProducerIds request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AllocateProducerIds request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AllocateProducerIds request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -134,11 +131,9 @@ def encode_request(msg: AllocateProducerIdsRequest, version: int, w: Writer) -> 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AllocateProducerIdsResponse, int]:
-    """Decode a AllocateProducerIds response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AllocateProducerIds response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AllocateProducerIds response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -150,11 +145,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AllocatePr
 
 
 def encode_response(msg: AllocateProducerIdsResponse, version: int, w: Writer) -> None:
-    """Append the AllocateProducerIds response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AllocateProducerIds response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AllocateProducerIds response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

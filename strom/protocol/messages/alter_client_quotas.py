@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 49
 API_NAME = "AlterClientQuotas"
@@ -239,7 +237,7 @@ def _encode_request_v0(msg: AlterClientQuotasRequest, w: Writer) -> None:
             out += _utf8
             _str: str | None = _item2.entity_name
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -445,7 +443,7 @@ def _encode_response_v0(msg: AlterClientQuotasResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -458,7 +456,7 @@ def _encode_response_v0(msg: AlterClientQuotasResponse, w: Writer) -> None:
             out += _utf8
             _str = _item2.entity_name
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -542,11 +540,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterClientQuotasRequest, int]:
-    """Decode a AlterClientQuotas request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterClientQuotas request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterClientQuotas request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -558,11 +554,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterClient
 
 
 def encode_request(msg: AlterClientQuotasRequest, version: int, w: Writer) -> None:
-    """Append the AlterClientQuotas request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterClientQuotas request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterClientQuotas request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -572,11 +566,9 @@ def encode_request(msg: AlterClientQuotasRequest, version: int, w: Writer) -> No
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterClientQuotasResponse, int]:
-    """Decode a AlterClientQuotas response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterClientQuotas response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterClientQuotas response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -588,11 +580,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterClien
 
 
 def encode_response(msg: AlterClientQuotasResponse, version: int, w: Writer) -> None:
-    """Append the AlterClientQuotas response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterClientQuotas response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterClientQuotas response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

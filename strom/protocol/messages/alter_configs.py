@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 33
 API_NAME = "AlterConfigs"
@@ -115,7 +113,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterConfigsRequest, 
                 value_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
             configs_1.append(AlterConfigsRequest.AlterableConfig(name_2, value_2))
-        resources_0.append(AlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1))
+        resources_0.append(
+            AlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1)
+        )
     (validate_only_0,) = _unpack_o(buf, pos)
     pos += 1
     return AlterConfigsRequest(resources_0, validate_only_0), pos
@@ -186,7 +186,9 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[AlterConfigsRequest, 
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        resources_0.append(AlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1))
+        resources_0.append(
+            AlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1)
+        )
     (validate_only_0,) = _unpack_o(buf, pos)
     pos += 1
     if buf[pos]:
@@ -213,7 +215,7 @@ def _encode_request_v0(msg: AlterConfigsRequest, w: Writer) -> None:
             out += _utf8
             _str: str | None = _item2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -300,7 +302,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterConfigsResponse
         _end = pos + _n
         resource_name_1: str = buf[pos:_end].tobytes().decode()
         pos = _end
-        responses_0.append(AlterConfigsResponse.AlterConfigsResourceResponse(error_code_1, error_message_1, resource_type_1, resource_name_1))
+        responses_0.append(
+            AlterConfigsResponse.AlterConfigsResourceResponse(
+                error_code_1, error_message_1, resource_type_1, resource_name_1
+            )
+        )
     return AlterConfigsResponse(throttle_time_ms_0, responses_0), pos
 
 
@@ -348,7 +354,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[AlterConfigsResponse
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        responses_0.append(AlterConfigsResponse.AlterConfigsResourceResponse(error_code_1, error_message_1, resource_type_1, resource_name_1))
+        responses_0.append(
+            AlterConfigsResponse.AlterConfigsResourceResponse(
+                error_code_1, error_message_1, resource_type_1, resource_name_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -365,7 +375,7 @@ def _encode_response_v0(msg: AlterConfigsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -439,11 +449,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterConfigsRequest, int]:
-    """Decode a AlterConfigs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterConfigs request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -455,11 +463,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterConfig
 
 
 def encode_request(msg: AlterConfigsRequest, version: int, w: Writer) -> None:
-    """Append the AlterConfigs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterConfigs request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -469,11 +475,9 @@ def encode_request(msg: AlterConfigsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterConfigsResponse, int]:
-    """Decode a AlterConfigs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterConfigs response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -485,11 +489,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterConfi
 
 
 def encode_response(msg: AlterConfigsResponse, version: int, w: Writer) -> None:
-    """Append the AlterConfigs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterConfigs response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

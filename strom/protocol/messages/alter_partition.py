@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 56
 API_NAME = "AlterPartition"
@@ -146,7 +144,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("new_isr", _n2)
-            new_isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            new_isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -154,7 +152,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionRequest.PartitionData(partition_index_2, leader_epoch_2, new_isr_2, [], 0, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionRequest.PartitionData(
+                    partition_index_2, leader_epoch_2, new_isr_2, [], 0, partition_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -209,7 +211,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("new_isr", _n2)
-            new_isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            new_isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             leader_recovery_state_2, partition_epoch_2 = _unpack_bi(buf, pos)
             pos += 5
@@ -217,7 +219,16 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionRequest.PartitionData(partition_index_2, leader_epoch_2, new_isr_2, [], leader_recovery_state_2, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionRequest.PartitionData(
+                    partition_index_2,
+                    leader_epoch_2,
+                    new_isr_2,
+                    [],
+                    leader_recovery_state_2,
+                    partition_epoch_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -264,7 +275,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("new_isr", _n2)
-            new_isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            new_isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             leader_recovery_state_2, partition_epoch_2 = _unpack_bi(buf, pos)
             pos += 5
@@ -272,7 +283,16 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionRequest.PartitionData(partition_index_2, leader_epoch_2, new_isr_2, [], leader_recovery_state_2, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionRequest.PartitionData(
+                    partition_index_2,
+                    leader_epoch_2,
+                    new_isr_2,
+                    [],
+                    leader_recovery_state_2,
+                    partition_epoch_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -334,7 +354,16 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[AlterPartitionRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionRequest.PartitionData(partition_index_2, leader_epoch_2, [], new_isr_with_epochs_2, leader_recovery_state_2, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionRequest.PartitionData(
+                    partition_index_2,
+                    leader_epoch_2,
+                    [],
+                    new_isr_with_epochs_2,
+                    leader_recovery_state_2,
+                    partition_epoch_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -371,10 +400,10 @@ def _encode_request_v0(msg: AlterPartitionRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if (_item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0):
-                raise EncodeError("AlterPartitionRequest.PartitionData.new_isr_with_epochs is set, but this version cannot carry it")
+            if _item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0:
+                raise EncodeError("new_isr_with_epochs is set, but this version cannot carry it")
             if _item2.leader_recovery_state != 0:
-                raise EncodeError("AlterPartitionRequest.PartitionData.leader_recovery_state is set, but this version cannot carry it")
+                raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
             out += _pack_ii(_item2.partition_index, _item2.leader_epoch)
             _s2: list[int] = _item2.new_isr
             _n = len(_s2) + 1
@@ -382,7 +411,7 @@ def _encode_request_v0(msg: AlterPartitionRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -413,8 +442,8 @@ def _encode_request_v1(msg: AlterPartitionRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if (_item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0):
-                raise EncodeError("AlterPartitionRequest.PartitionData.new_isr_with_epochs is set, but this version cannot carry it")
+            if _item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0:
+                raise EncodeError("new_isr_with_epochs is set, but this version cannot carry it")
             out += _pack_ii(_item2.partition_index, _item2.leader_epoch)
             _s2: list[int] = _item2.new_isr
             _n = len(_s2) + 1
@@ -422,7 +451,7 @@ def _encode_request_v1(msg: AlterPartitionRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_bi(_item2.leader_recovery_state, _item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -447,8 +476,8 @@ def _encode_request_v2(msg: AlterPartitionRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if (_item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0):
-                raise EncodeError("AlterPartitionRequest.PartitionData.new_isr_with_epochs is set, but this version cannot carry it")
+            if _item2.new_isr_with_epochs is None or len(_item2.new_isr_with_epochs) != 0:
+                raise EncodeError("new_isr_with_epochs is set, but this version cannot carry it")
             out += _pack_ii(_item2.partition_index, _item2.leader_epoch)
             _s2: list[int] = _item2.new_isr
             _n = len(_s2) + 1
@@ -456,7 +485,7 @@ def _encode_request_v2(msg: AlterPartitionRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_bi(_item2.leader_recovery_state, _item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -481,8 +510,8 @@ def _encode_request_v3(msg: AlterPartitionRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if (_item2.new_isr is None or len(_item2.new_isr) != 0):
-                raise EncodeError("AlterPartitionRequest.PartitionData.new_isr is set, but this version cannot carry it")
+            if _item2.new_isr is None or len(_item2.new_isr) != 0:
+                raise EncodeError("new_isr is set, but this version cannot carry it")
             out += _pack_ii(_item2.partition_index, _item2.leader_epoch)
             _s2: list[AlterPartitionRequest.BrokerState] = _item2.new_isr_with_epochs
             _n = len(_s2) + 1
@@ -541,7 +570,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -549,7 +578,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2, isr_2, 0, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2, isr_2, 0, partition_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -604,7 +637,7 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             leader_recovery_state_2, partition_epoch_2 = _unpack_bi(buf, pos)
             pos += 5
@@ -612,7 +645,17 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2, isr_2, leader_recovery_state_2, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    isr_2,
+                    leader_recovery_state_2,
+                    partition_epoch_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -659,7 +702,7 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             leader_recovery_state_2, partition_epoch_2 = _unpack_bi(buf, pos)
             pos += 5
@@ -667,7 +710,17 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[AlterPartitionRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2, isr_2, leader_recovery_state_2, partition_epoch_2))
+            partitions_1.append(
+                AlterPartitionResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    isr_2,
+                    leader_recovery_state_2,
+                    partition_epoch_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -704,14 +757,16 @@ def _encode_response_v0(msg: AlterPartitionResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -742,14 +797,16 @@ def _encode_response_v1(msg: AlterPartitionResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_bi(_item2.leader_recovery_state, _item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -774,14 +831,16 @@ def _encode_response_v2(msg: AlterPartitionResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_bi(_item2.leader_recovery_state, _item2.partition_epoch)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -821,11 +880,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterPartitionRequest, int]:
-    """Decode a AlterPartition request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterPartition request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterPartition request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -837,11 +894,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterPartit
 
 
 def encode_request(msg: AlterPartitionRequest, version: int, w: Writer) -> None:
-    """Append the AlterPartition request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterPartition request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterPartition request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -851,11 +906,9 @@ def encode_request(msg: AlterPartitionRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterPartitionResponse, int]:
-    """Decode a AlterPartition response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterPartition response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterPartition response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -867,11 +920,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterParti
 
 
 def encode_response(msg: AlterPartitionResponse, version: int, w: Writer) -> None:
-    """Append the AlterPartition response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterPartition response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterPartition response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 45
 API_NAME = "AlterPartitionReassignments"
@@ -52,7 +50,10 @@ class AlterPartitionReassignmentsRequest:
     @dataclass(slots=True)
     class ReassignableTopic:
         name: str = ""  # v0+
-        partitions: list[AlterPartitionReassignmentsRequest.ReassignablePartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[AlterPartitionReassignmentsRequest.ReassignablePartition] = field(
+            default_factory=list
+        )
 
     timeout_ms: int = 60000  # v0+
     topics: list[AlterPartitionReassignmentsRequest.ReassignableTopic] = field(default_factory=list)  # v0+
@@ -69,12 +70,18 @@ class AlterPartitionReassignmentsResponse:
     @dataclass(slots=True)
     class ReassignableTopicResponse:
         name: str = ""  # v0+
-        partitions: list[AlterPartitionReassignmentsResponse.ReassignablePartitionResponse] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[AlterPartitionReassignmentsResponse.ReassignablePartitionResponse] = field(
+            default_factory=list
+        )
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
     error_message: str | None = ""  # v0+, nullable v0+
-    responses: list[AlterPartitionReassignmentsResponse.ReassignableTopicResponse] = field(default_factory=list)  # v0+
+    # v0+
+    responses: list[AlterPartitionReassignmentsResponse.ReassignableTopicResponse] = field(
+        default_factory=list
+    )
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionReassignmentsRequest, int]:
@@ -122,13 +129,15 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionReassig
             elif _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
             else:
-                replicas_2 = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                replicas_2 = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionReassignmentsRequest.ReassignablePartition(partition_index_2, replicas_2))
+            partitions_1.append(
+                AlterPartitionReassignmentsRequest.ReassignablePartition(partition_index_2, replicas_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -175,7 +184,7 @@ def _encode_request_v0(msg: AlterPartitionReassignmentsRequest, w: Writer) -> No
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2), *_s2)
+                out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -244,17 +253,26 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterPartitionReassi
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterPartitionReassignmentsResponse.ReassignablePartitionResponse(partition_index_2, error_code_2, error_message_2))
+            partitions_1.append(
+                AlterPartitionReassignmentsResponse.ReassignablePartitionResponse(
+                    partition_index_2, error_code_2, error_message_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        responses_0.append(AlterPartitionReassignmentsResponse.ReassignableTopicResponse(name_1, partitions_1))
+        responses_0.append(
+            AlterPartitionReassignmentsResponse.ReassignableTopicResponse(name_1, partitions_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return AlterPartitionReassignmentsResponse(throttle_time_ms_0, error_code_0, error_message_0, responses_0), pos
+    return (
+        AlterPartitionReassignmentsResponse(throttle_time_ms_0, error_code_0, error_message_0, responses_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: AlterPartitionReassignmentsResponse, w: Writer) -> None:
@@ -330,10 +348,10 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterPartitionReassignmentsRequest, int]:
-    """Decode a AlterPartitionReassignments request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterPartitionReassignments request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterPartitionReassignments request v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -346,10 +364,10 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterPartit
 
 
 def encode_request(msg: AlterPartitionReassignmentsRequest, version: int, w: Writer) -> None:
-    """Append the AlterPartitionReassignments request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterPartitionReassignments request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterPartitionReassignments request v{version} is not supported (v0-0)"
         )
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
@@ -359,11 +377,13 @@ def encode_request(msg: AlterPartitionReassignmentsRequest, version: int, w: Wri
         raise EncodeError(f"AlterPartitionReassignments request v{version}: cannot encode ({exc})") from exc
 
 
-def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterPartitionReassignmentsResponse, int]:
-    """Decode a AlterPartitionReassignments response of `version` starting at `pos`; return it and the offset just past it."""
+def decode_response(
+    buf: memoryview, pos: int, version: int
+) -> tuple[AlterPartitionReassignmentsResponse, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterPartitionReassignments response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterPartitionReassignments response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -372,14 +392,16 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterParti
     except DecodeError as exc:
         raise DecodeError(f"AlterPartitionReassignments response v{version}: {exc}") from None
     except (IndexError, ValueError, struct.error) as exc:
-        raise DecodeError(f"AlterPartitionReassignments response v{version}: malformed input ({exc})") from exc
+        raise DecodeError(
+            f"AlterPartitionReassignments response v{version}: malformed input ({exc})"
+        ) from exc
 
 
 def encode_response(msg: AlterPartitionReassignmentsResponse, version: int, w: Writer) -> None:
-    """Append the AlterPartitionReassignments response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterPartitionReassignments response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterPartitionReassignments response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 34
 API_NAME = "AlterReplicaLogDirs"
@@ -69,10 +67,14 @@ class AlterReplicaLogDirsResponse:
     @dataclass(slots=True)
     class AlterReplicaLogDirTopicResult:
         topic_name: str = ""  # v0+
-        partitions: list[AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult] = field(
+            default_factory=list
+        )
 
     throttle_time_ms: int = 0  # v0+
-    results: list[AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult] = field(default_factory=list)  # v0+
+    # v0+
+    results: list[AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterReplicaLogDirsRequest, int]:
@@ -107,7 +109,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterReplicaLogDirsRe
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             topics_1.append(AlterReplicaLogDirsRequest.AlterReplicaLogDirTopic(name_2, partitions_2))
         dirs_0.append(AlterReplicaLogDirsRequest.AlterReplicaLogDir(path_1, topics_1))
@@ -163,7 +165,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[AlterReplicaLogDirsRe
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -198,7 +200,7 @@ def _encode_request_v0(msg: AlterReplicaLogDirsRequest, w: Writer) -> None:
             out += _utf8
             _s2: list[int] = _item2.partitions
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_request_v2(msg: AlterReplicaLogDirsRequest, w: Writer) -> None:
@@ -237,7 +239,7 @@ def _encode_request_v2(msg: AlterReplicaLogDirsRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -268,8 +270,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterReplicaLogDirsR
         for _ in range(_n1):
             partition_index_2, error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            partitions_1.append(AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index_2, error_code_2))
-        results_0.append(AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult(topic_name_1, partitions_1))
+            partitions_1.append(
+                AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index_2, error_code_2)
+            )
+        results_0.append(
+            AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult(topic_name_1, partitions_1)
+        )
     return AlterReplicaLogDirsResponse(throttle_time_ms_0, results_0), pos
 
 
@@ -312,12 +318,16 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[AlterReplicaLogDirsR
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index_2, error_code_2))
+            partitions_1.append(
+                AlterReplicaLogDirsResponse.AlterReplicaLogDirPartitionResult(partition_index_2, error_code_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult(topic_name_1, partitions_1))
+        results_0.append(
+            AlterReplicaLogDirsResponse.AlterReplicaLogDirTopicResult(topic_name_1, partitions_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -399,11 +409,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterReplicaLogDirsRequest, int]:
-    """Decode a AlterReplicaLogDirs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterReplicaLogDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterReplicaLogDirs request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -415,11 +423,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterReplic
 
 
 def encode_request(msg: AlterReplicaLogDirsRequest, version: int, w: Writer) -> None:
-    """Append the AlterReplicaLogDirs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterReplicaLogDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterReplicaLogDirs request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -429,11 +435,9 @@ def encode_request(msg: AlterReplicaLogDirsRequest, version: int, w: Writer) -> 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterReplicaLogDirsResponse, int]:
-    """Decode a AlterReplicaLogDirs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterReplicaLogDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterReplicaLogDirs response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -445,11 +449,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterRepli
 
 
 def encode_response(msg: AlterReplicaLogDirsResponse, version: int, w: Writer) -> None:
-    """Append the AlterReplicaLogDirs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterReplicaLogDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterReplicaLogDirs response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

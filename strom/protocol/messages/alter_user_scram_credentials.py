@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 51
 API_NAME = "AlterUserScramCredentials"
@@ -59,8 +57,10 @@ class AlterUserScramCredentialsRequest:
         salt: bytes = b""  # v0+
         salted_password: bytes = b""  # v0+
 
-    deletions: list[AlterUserScramCredentialsRequest.ScramCredentialDeletion] = field(default_factory=list)  # v0+
-    upsertions: list[AlterUserScramCredentialsRequest.ScramCredentialUpsertion] = field(default_factory=list)  # v0+
+    # v0+
+    deletions: list[AlterUserScramCredentialsRequest.ScramCredentialDeletion] = field(default_factory=list)
+    # v0+
+    upsertions: list[AlterUserScramCredentialsRequest.ScramCredentialUpsertion] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -72,7 +72,10 @@ class AlterUserScramCredentialsResponse:
         error_message: str | None = ""  # v0+, nullable v0+
 
     throttle_time_ms: int = 0  # v0+
-    results: list[AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult] = field(default_factory=list)  # v0+
+    # v0+
+    results: list[AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult] = field(
+        default_factory=list
+    )
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterUserScramCredentialsRequest, int]:
@@ -129,7 +132,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterUserScramCredent
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("salt")
         _end = pos + _n - 1
@@ -140,7 +148,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterUserScramCredent
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("salted_password")
         _end = pos + _n - 1
@@ -152,7 +165,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[AlterUserScramCredent
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        upsertions_0.append(AlterUserScramCredentialsRequest.ScramCredentialUpsertion(name_1, mechanism_1, iterations_1, salt_1, salted_password_1))
+        upsertions_0.append(
+            AlterUserScramCredentialsRequest.ScramCredentialUpsertion(
+                name_1, mechanism_1, iterations_1, salt_1, salted_password_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -253,7 +270,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AlterUserScramCreden
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult(user_1, error_code_1, error_message_1))
+        results_0.append(
+            AlterUserScramCredentialsResponse.AlterUserScramCredentialsResult(
+                user_1, error_code_1, error_message_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -315,11 +336,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterUserScramCredentialsRequest, int]:
-    """Decode a AlterUserScramCredentials request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterUserScramCredentials request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterUserScramCredentials request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -331,11 +350,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AlterUserSc
 
 
 def encode_request(msg: AlterUserScramCredentialsRequest, version: int, w: Writer) -> None:
-    """Append the AlterUserScramCredentials request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AlterUserScramCredentials request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AlterUserScramCredentials request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -345,10 +362,10 @@ def encode_request(msg: AlterUserScramCredentialsRequest, version: int, w: Write
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterUserScramCredentialsResponse, int]:
-    """Decode a AlterUserScramCredentials response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterUserScramCredentials response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterUserScramCredentials response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -361,10 +378,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AlterUserS
 
 
 def encode_response(msg: AlterUserScramCredentialsResponse, version: int, w: Writer) -> None:
-    """Append the AlterUserScramCredentials response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"AlterUserScramCredentials response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"AlterUserScramCredentials response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,15 +15,14 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 18
 API_NAME = "ApiVersions"
@@ -78,9 +76,11 @@ class ApiVersionsResponse:
     error_code: int = 0  # v0+
     api_keys: list[ApiVersionsResponse.ApiVersion] = field(default_factory=list)  # v0+
     throttle_time_ms: int = 0  # v1+, ignorable
-    supported_features: list[ApiVersionsResponse.SupportedFeatureKey] = field(default_factory=list)  # v3+, tag 0 in v3+, ignorable
+    # v3+, tag 0 in v3+, ignorable
+    supported_features: list[ApiVersionsResponse.SupportedFeatureKey] = field(default_factory=list)
     finalized_features_epoch: int = -1  # v3+, tag 1 in v3+, ignorable
-    finalized_features: list[ApiVersionsResponse.FinalizedFeatureKey] = field(default_factory=list)  # v3+, tag 2 in v3+, ignorable
+    # v3+, tag 2 in v3+, ignorable
+    finalized_features: list[ApiVersionsResponse.FinalizedFeatureKey] = field(default_factory=list)
     zk_migration_ready: bool = False  # v3+, tag 3 in v3+, ignorable
 
 
@@ -121,7 +121,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[ApiVersionsRequest, i
 
 
 def _encode_request_v0(msg: ApiVersionsRequest, w: Writer) -> None:
-    out = w.buf
+    pass  # nothing to write in this version
 
 
 def _encode_request_v3(msg: ApiVersionsRequest, w: Writer) -> None:
@@ -240,7 +240,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[ApiVersionsResponse,
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                supported_features_0.append(ApiVersionsResponse.SupportedFeatureKey(name_2, min_version_2, max_version_2))
+                supported_features_0.append(
+                    ApiVersionsResponse.SupportedFeatureKey(name_2, min_version_2, max_version_2)
+                )
             if pos != _tag_end0:
                 raise _bad_length("supported_features", _size0)
         elif _tag == 1:
@@ -276,7 +278,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[ApiVersionsResponse,
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                finalized_features_0.append(ApiVersionsResponse.FinalizedFeatureKey(name_2, max_version_level_2, min_version_level_2))
+                finalized_features_0.append(
+                    ApiVersionsResponse.FinalizedFeatureKey(name_2, max_version_level_2, min_version_level_2)
+                )
             if pos != _tag_end0:
                 raise _bad_length("finalized_features", _size0)
         elif _tag == 3:
@@ -287,7 +291,18 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[ApiVersionsResponse,
                 raise _bad_length("zk_migration_ready", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return ApiVersionsResponse(error_code_0, api_keys_0, throttle_time_ms_0, supported_features_0, finalized_features_epoch_0, finalized_features_0, zk_migration_ready_0), pos
+    return (
+        ApiVersionsResponse(
+            error_code_0,
+            api_keys_0,
+            throttle_time_ms_0,
+            supported_features_0,
+            finalized_features_epoch_0,
+            finalized_features_0,
+            zk_migration_ready_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ApiVersionsResponse, w: Writer) -> None:
@@ -323,16 +338,16 @@ def _encode_response_v3(msg: ApiVersionsResponse, w: Writer) -> None:
         out.append(0)  # no tagged fields
     out += _pack_i(msg.throttle_time_ms)
     _nt0: int = 0
-    if (msg.supported_features is None or len(msg.supported_features) != 0):
+    if msg.supported_features is None or len(msg.supported_features) != 0:
         _nt0 += 1
     if msg.finalized_features_epoch != -1:
         _nt0 += 1
-    if (msg.finalized_features is None or len(msg.finalized_features) != 0):
+    if msg.finalized_features is None or len(msg.finalized_features) != 0:
         _nt0 += 1
     if bool(msg.zk_migration_ready):
         _nt0 += 1
     out.append(_nt0)
-    if (msg.supported_features is None or len(msg.supported_features) != 0):
+    if msg.supported_features is None or len(msg.supported_features) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[ApiVersionsResponse.SupportedFeatureKey] = msg.supported_features
         _n = len(_s0_2) + 1
@@ -350,13 +365,13 @@ def _encode_response_v3(msg: ApiVersionsResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_hh(_item1_2.min_version, _item1_2.max_version)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
     if msg.finalized_features_epoch != -1:
-        out += b'\x01\x08'
+        out += b"\x01\x08"
         out += _pack_q(msg.finalized_features_epoch)
-    if (msg.finalized_features is None or len(msg.finalized_features) != 0):
+    if msg.finalized_features is None or len(msg.finalized_features) != 0:
         _tagged0 = bytearray()
         _s0_3: list[ApiVersionsResponse.FinalizedFeatureKey] = msg.finalized_features
         _n = len(_s0_3) + 1
@@ -374,11 +389,11 @@ def _encode_response_v3(msg: ApiVersionsResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_hh(_item1_3.max_version_level, _item1_3.min_version_level)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x02'
+        out += b"\x02"
         out += _uvarint(len(_tagged0))
         out += _tagged0
     if bool(msg.zk_migration_ready):
-        out += b'\x03\x01'
+        out += b"\x03\x01"
         out += _pack_o(msg.zk_migration_ready)
 
 
@@ -419,11 +434,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ApiVersionsRequest, int]:
-    """Decode a ApiVersions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ApiVersions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ApiVersions request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -435,11 +448,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ApiVersions
 
 
 def encode_request(msg: ApiVersionsRequest, version: int, w: Writer) -> None:
-    """Append the ApiVersions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ApiVersions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ApiVersions request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -449,11 +460,9 @@ def encode_request(msg: ApiVersionsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ApiVersionsResponse, int]:
-    """Decode a ApiVersions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ApiVersions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ApiVersions response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -465,11 +474,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ApiVersion
 
 
 def encode_response(msg: ApiVersionsResponse, version: int, w: Writer) -> None:
-    """Append the ApiVersions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ApiVersions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ApiVersions response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,17 +12,16 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    encode_unsigned_varint as _uvarint,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 73
 API_NAME = "AssignReplicasToDirs"
@@ -224,7 +222,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[AssignReplicasToDirs
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(AssignReplicasToDirsResponse.PartitionData(partition_index_3, error_code_3))
+                partitions_2.append(
+                    AssignReplicasToDirsResponse.PartitionData(partition_index_3, error_code_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -296,11 +296,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AssignReplicasToDirsRequest, int]:
-    """Decode a AssignReplicasToDirs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AssignReplicasToDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AssignReplicasToDirs request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -312,11 +310,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[AssignRepli
 
 
 def encode_request(msg: AssignReplicasToDirsRequest, version: int, w: Writer) -> None:
-    """Append the AssignReplicasToDirs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AssignReplicasToDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AssignReplicasToDirs request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -326,11 +322,9 @@ def encode_request(msg: AssignReplicasToDirsRequest, version: int, w: Writer) ->
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AssignReplicasToDirsResponse, int]:
-    """Decode a AssignReplicasToDirs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AssignReplicasToDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AssignReplicasToDirs response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -342,11 +336,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[AssignRepl
 
 
 def encode_response(msg: AssignReplicasToDirsResponse, version: int, w: Writer) -> None:
-    """Append the AssignReplicasToDirs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"AssignReplicasToDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"AssignReplicasToDirs response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 53
 API_NAME = "BeginQuorumEpoch"
@@ -74,7 +72,8 @@ class BeginQuorumEpochRequest:
     cluster_id: str | None = None  # v0+, nullable v0+
     voter_id: int = -1  # v1+, ignorable
     topics: list[BeginQuorumEpochRequest.TopicData] = field(default_factory=list)  # v0+
-    leader_endpoints: list[BeginQuorumEpochRequest.LeaderEndpoint] = field(default_factory=list)  # v1+, ignorable
+    # v1+, ignorable
+    leader_endpoints: list[BeginQuorumEpochRequest.LeaderEndpoint] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -99,7 +98,8 @@ class BeginQuorumEpochResponse:
 
     error_code: int = 0  # v0+
     topics: list[BeginQuorumEpochResponse.TopicData] = field(default_factory=list)  # v0+
-    node_endpoints: list[BeginQuorumEpochResponse.NodeEndpoint] = field(default_factory=list)  # v1+, tag 0 in v1+
+    # v1+, tag 0 in v1+
+    node_endpoints: list[BeginQuorumEpochResponse.NodeEndpoint] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochRequest, int]:
@@ -135,7 +135,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochReque
         for _ in range(_n1):
             partition_index_2, leader_id_2, leader_epoch_2 = _unpack_iii(buf, pos)
             pos += 12
-            partitions_1.append(BeginQuorumEpochRequest.PartitionData(partition_index_2, UUID_ZERO, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                BeginQuorumEpochRequest.PartitionData(
+                    partition_index_2, UUID_ZERO, leader_id_2, leader_epoch_2
+                )
+            )
         topics_0.append(BeginQuorumEpochRequest.TopicData(topic_name_1, partitions_1))
     return BeginQuorumEpochRequest(cluster_id_0, -1, topics_0), pos
 
@@ -192,7 +196,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochReque
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(BeginQuorumEpochRequest.PartitionData(partition_index_2, voter_directory_id_2, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                BeginQuorumEpochRequest.PartitionData(
+                    partition_index_2, voter_directory_id_2, leader_id_2, leader_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -247,7 +255,7 @@ def _encode_request_v0(msg: BeginQuorumEpochRequest, w: Writer) -> None:
     out = w.buf
     _str: str | None = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -299,7 +307,9 @@ def _encode_request_v1(msg: BeginQuorumEpochRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iuii(_item2.partition_index, _item2.voter_directory_id.bytes, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_iuii(
+                _item2.partition_index, _item2.voter_directory_id.bytes, _item2.leader_id, _item2.leader_epoch
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[BeginQuorumEpochRequest.LeaderEndpoint] = msg.leader_endpoints
@@ -353,7 +363,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochResp
         for _ in range(_n1):
             partition_index_2, error_code_2, leader_id_2, leader_epoch_2 = _unpack_ihii(buf, pos)
             pos += 14
-            partitions_1.append(BeginQuorumEpochResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                BeginQuorumEpochResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2
+                )
+            )
         topics_0.append(BeginQuorumEpochResponse.TopicData(topic_name_1, partitions_1))
     return BeginQuorumEpochResponse(error_code_0, topics_0), pos
 
@@ -397,7 +411,11 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochResp
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(BeginQuorumEpochResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                BeginQuorumEpochResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -453,8 +471,8 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[BeginQuorumEpochResp
 
 def _encode_response_v0(msg: BeginQuorumEpochResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("BeginQuorumEpochResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[BeginQuorumEpochResponse.TopicData] = msg.topics
     out += _pack_i(len(_s0))
@@ -465,7 +483,9 @@ def _encode_response_v0(msg: BeginQuorumEpochResponse, w: Writer) -> None:
         _s1: list[BeginQuorumEpochResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
 
 
 def _encode_response_v1(msg: BeginQuorumEpochResponse, w: Writer) -> None:
@@ -492,14 +512,16 @@ def _encode_response_v1(msg: BeginQuorumEpochResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[BeginQuorumEpochResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -518,7 +540,7 @@ def _encode_response_v1(msg: BeginQuorumEpochResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_H(_item1_2.port)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -548,11 +570,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BeginQuorumEpochRequest, int]:
-    """Decode a BeginQuorumEpoch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BeginQuorumEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BeginQuorumEpoch request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -564,11 +584,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BeginQuorum
 
 
 def encode_request(msg: BeginQuorumEpochRequest, version: int, w: Writer) -> None:
-    """Append the BeginQuorumEpoch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BeginQuorumEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BeginQuorumEpoch request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -578,11 +596,9 @@ def encode_request(msg: BeginQuorumEpochRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BeginQuorumEpochResponse, int]:
-    """Decode a BeginQuorumEpoch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BeginQuorumEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BeginQuorumEpoch response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -594,11 +610,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BeginQuoru
 
 
 def encode_response(msg: BeginQuorumEpochResponse, version: int, w: Writer) -> None:
-    """Append the BeginQuorumEpoch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BeginQuorumEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BeginQuorumEpoch response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -17,13 +16,12 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    encode_unsigned_varint as _uvarint,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 63
 API_NAME = "BrokerHeartbeat"
@@ -63,18 +61,35 @@ class BrokerHeartbeatResponse:
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[BrokerHeartbeatRequest, int]:
     _blen = len(buf)
-    broker_id_0, broker_epoch_0, current_metadata_offset_0, want_fence_0, want_shut_down_0 = _unpack_iqqoo(buf, pos)
+    (
+        broker_id_0,
+        broker_epoch_0,
+        current_metadata_offset_0,
+        want_fence_0,
+        want_shut_down_0,
+    ) = _unpack_iqqoo(buf, pos)
     pos += 22
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerHeartbeatRequest(broker_id_0, broker_epoch_0, current_metadata_offset_0, want_fence_0, want_shut_down_0), pos
+    return (
+        BrokerHeartbeatRequest(
+            broker_id_0, broker_epoch_0, current_metadata_offset_0, want_fence_0, want_shut_down_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BrokerHeartbeatRequest, int]:
     _blen = len(buf)
-    broker_id_0, broker_epoch_0, current_metadata_offset_0, want_fence_0, want_shut_down_0 = _unpack_iqqoo(buf, pos)
+    (
+        broker_id_0,
+        broker_epoch_0,
+        current_metadata_offset_0,
+        want_fence_0,
+        want_shut_down_0,
+    ) = _unpack_iqqoo(buf, pos)
     pos += 22
     offline_log_dirs_0: list[uuid.UUID] = []
     _nt0 = buf[pos]
@@ -105,25 +120,39 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BrokerHeartbeatReques
                 raise _bad_length("offline_log_dirs", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return BrokerHeartbeatRequest(broker_id_0, broker_epoch_0, current_metadata_offset_0, want_fence_0, want_shut_down_0, offline_log_dirs_0), pos
+    return (
+        BrokerHeartbeatRequest(
+            broker_id_0,
+            broker_epoch_0,
+            current_metadata_offset_0,
+            want_fence_0,
+            want_shut_down_0,
+            offline_log_dirs_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: BrokerHeartbeatRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0):
-        raise EncodeError("BrokerHeartbeatRequest.offline_log_dirs is set, but this version cannot carry it")
-    out += _pack_iqqoo(msg.broker_id, msg.broker_epoch, msg.current_metadata_offset, msg.want_fence, msg.want_shut_down)
+    if msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0:
+        raise EncodeError("offline_log_dirs is set, but this version cannot carry it")
+    out += _pack_iqqoo(
+        msg.broker_id, msg.broker_epoch, msg.current_metadata_offset, msg.want_fence, msg.want_shut_down
+    )
     out.append(0)  # no tagged fields
 
 
 def _encode_request_v1(msg: BrokerHeartbeatRequest, w: Writer) -> None:
     out = w.buf
-    out += _pack_iqqoo(msg.broker_id, msg.broker_epoch, msg.current_metadata_offset, msg.want_fence, msg.want_shut_down)
+    out += _pack_iqqoo(
+        msg.broker_id, msg.broker_epoch, msg.current_metadata_offset, msg.want_fence, msg.want_shut_down
+    )
     _nt0: int = 0
-    if (msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0):
+    if msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0):
+    if msg.offline_log_dirs is None or len(msg.offline_log_dirs) != 0:
         _tagged0: bytearray = bytearray()
         _s0: list[uuid.UUID] = msg.offline_log_dirs
         _n = len(_s0) + 1
@@ -133,25 +162,38 @@ def _encode_request_v1(msg: BrokerHeartbeatRequest, w: Writer) -> None:
             _tagged0 += _uvarint(_n)
         for _item1 in _s0:
             _tagged0 += _pack_u(_item1.bytes)
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
 
 def _decode_response_v0(buf: memoryview, pos: int) -> tuple[BrokerHeartbeatResponse, int]:
     _blen = len(buf)
-    throttle_time_ms_0, error_code_0, is_caught_up_0, is_fenced_0, should_shut_down_0 = _unpack_ihooo(buf, pos)
+    (
+        throttle_time_ms_0,
+        error_code_0,
+        is_caught_up_0,
+        is_fenced_0,
+        should_shut_down_0,
+    ) = _unpack_ihooo(buf, pos)
     pos += 9
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerHeartbeatResponse(throttle_time_ms_0, error_code_0, is_caught_up_0, is_fenced_0, should_shut_down_0), pos
+    return (
+        BrokerHeartbeatResponse(
+            throttle_time_ms_0, error_code_0, is_caught_up_0, is_fenced_0, should_shut_down_0
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: BrokerHeartbeatResponse, w: Writer) -> None:
     out = w.buf
-    out += _pack_ihooo(msg.throttle_time_ms, msg.error_code, msg.is_caught_up, msg.is_fenced, msg.should_shut_down)
+    out += _pack_ihooo(
+        msg.throttle_time_ms, msg.error_code, msg.is_caught_up, msg.is_fenced, msg.should_shut_down
+    )
     out.append(0)  # no tagged fields
 
 
@@ -180,11 +222,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BrokerHeartbeatRequest, int]:
-    """Decode a BrokerHeartbeat request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerHeartbeat request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -196,11 +236,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BrokerHeart
 
 
 def encode_request(msg: BrokerHeartbeatRequest, version: int, w: Writer) -> None:
-    """Append the BrokerHeartbeat request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerHeartbeat request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -210,11 +248,9 @@ def encode_request(msg: BrokerHeartbeatRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BrokerHeartbeatResponse, int]:
-    """Decode a BrokerHeartbeat response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerHeartbeat response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -226,11 +262,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BrokerHear
 
 
 def encode_response(msg: BrokerHeartbeatResponse, version: int, w: Writer) -> None:
-    """Append the BrokerHeartbeat response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerHeartbeat response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 62
 API_NAME = "BrokerRegistration"
@@ -167,7 +165,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        features_0.append(BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1))
+        features_0.append(
+            BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1)
+        )
     _n = buf[pos]
     pos += 1
     if _n > 127:
@@ -184,7 +184,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerRegistrationRequest(broker_id_0, cluster_id_0, incarnation_id_0, listeners_0, features_0, rack_0), pos
+    return (
+        BrokerRegistrationRequest(
+            broker_id_0, cluster_id_0, incarnation_id_0, listeners_0, features_0, rack_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -269,7 +274,9 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        features_0.append(BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1))
+        features_0.append(
+            BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1)
+        )
     _n = buf[pos]
     pos += 1
     if _n > 127:
@@ -288,7 +295,18 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerRegistrationRequest(broker_id_0, cluster_id_0, incarnation_id_0, listeners_0, features_0, rack_0, is_migrating_zk_broker_0), pos
+    return (
+        BrokerRegistrationRequest(
+            broker_id_0,
+            cluster_id_0,
+            incarnation_id_0,
+            listeners_0,
+            features_0,
+            rack_0,
+            is_migrating_zk_broker_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -373,7 +391,9 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        features_0.append(BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1))
+        features_0.append(
+            BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1)
+        )
     _n = buf[pos]
     pos += 1
     if _n > 127:
@@ -405,7 +425,19 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerRegistrationRequest(broker_id_0, cluster_id_0, incarnation_id_0, listeners_0, features_0, rack_0, is_migrating_zk_broker_0, log_dirs_0), pos
+    return (
+        BrokerRegistrationRequest(
+            broker_id_0,
+            cluster_id_0,
+            incarnation_id_0,
+            listeners_0,
+            features_0,
+            rack_0,
+            is_migrating_zk_broker_0,
+            log_dirs_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[BrokerRegistrationRequest, int]:
@@ -490,7 +522,9 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        features_0.append(BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1))
+        features_0.append(
+            BrokerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1)
+        )
     _n = buf[pos]
     pos += 1
     if _n > 127:
@@ -524,13 +558,26 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[BrokerRegistrationReq
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return BrokerRegistrationRequest(broker_id_0, cluster_id_0, incarnation_id_0, listeners_0, features_0, rack_0, is_migrating_zk_broker_0, log_dirs_0, previous_broker_epoch_0), pos
+    return (
+        BrokerRegistrationRequest(
+            broker_id_0,
+            cluster_id_0,
+            incarnation_id_0,
+            listeners_0,
+            features_0,
+            rack_0,
+            is_migrating_zk_broker_0,
+            log_dirs_0,
+            previous_broker_epoch_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: BrokerRegistrationRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_migrating_zk_broker):
-        raise EncodeError("BrokerRegistrationRequest.is_migrating_zk_broker is set, but this version cannot carry it")
+        raise EncodeError("is_migrating_zk_broker is set, but this version cannot carry it")
     out += _pack_i(msg.broker_id)
     _utf8: bytes = msg.cluster_id.encode()
     _n = len(_utf8) + 1
@@ -859,11 +906,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BrokerRegistrationRequest, int]:
-    """Decode a BrokerRegistration request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerRegistration request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerRegistration request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -875,11 +920,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[BrokerRegis
 
 
 def encode_request(msg: BrokerRegistrationRequest, version: int, w: Writer) -> None:
-    """Append the BrokerRegistration request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerRegistration request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerRegistration request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -889,11 +932,9 @@ def encode_request(msg: BrokerRegistrationRequest, version: int, w: Writer) -> N
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BrokerRegistrationResponse, int]:
-    """Decode a BrokerRegistration response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerRegistration response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerRegistration response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -905,11 +946,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[BrokerRegi
 
 
 def encode_response(msg: BrokerRegistrationResponse, version: int, w: Writer) -> None:
-    """Append the BrokerRegistration response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"BrokerRegistration response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"BrokerRegistration response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

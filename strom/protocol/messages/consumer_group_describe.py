@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 69
 API_NAME = "ConsumerGroupDescribe"
@@ -344,7 +342,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupDescrib
                 _n4 -= 1
                 if _n4 < 0 or _n4 * 4 > _blen - pos:
                     raise _bad_length("partitions", _n4)
-                partitions_4: list[int] = list(_struct_unpack_from(">%di" % _n4, buf, pos))
+                partitions_4: list[int] = list(_struct_unpack_from(f">{_n4}i", buf, pos))
                 pos += _n4 * 4
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
@@ -386,7 +384,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupDescrib
                 _n4 -= 1
                 if _n4 < 0 or _n4 * 4 > _blen - pos:
                     raise _bad_length("partitions", _n4)
-                partitions_4 = list(_struct_unpack_from(">%di" % _n4, buf, pos))
+                partitions_4 = list(_struct_unpack_from(f">{_n4}i", buf, pos))
                 pos += _n4 * 4
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
@@ -402,14 +400,39 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupDescrib
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            members_1.append(ConsumerGroupDescribeResponse.Member(member_id_2, instance_id_2, rack_id_2, member_epoch_2, client_id_2, client_host_2, subscribed_topic_names_2, subscribed_topic_regex_2, assignment_2, target_assignment_2))
+            members_1.append(
+                ConsumerGroupDescribeResponse.Member(
+                    member_id_2,
+                    instance_id_2,
+                    rack_id_2,
+                    member_epoch_2,
+                    client_id_2,
+                    client_host_2,
+                    subscribed_topic_names_2,
+                    subscribed_topic_regex_2,
+                    assignment_2,
+                    target_assignment_2,
+                )
+            )
         (authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        groups_0.append(ConsumerGroupDescribeResponse.DescribedGroup(error_code_1, error_message_1, group_id_1, group_state_1, group_epoch_1, assignment_epoch_1, assignor_name_1, members_1, authorized_operations_1))
+        groups_0.append(
+            ConsumerGroupDescribeResponse.DescribedGroup(
+                error_code_1,
+                error_message_1,
+                group_id_1,
+                group_state_1,
+                group_epoch_1,
+                assignment_epoch_1,
+                assignor_name_1,
+                members_1,
+                authorized_operations_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -559,7 +582,7 @@ def _encode_response_v0(msg: ConsumerGroupDescribeResponse, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s4), *_s4)
+                out += _struct_pack(f">{len(_s4)}i", *_s4)
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
             _obj3 = _item2.target_assignment
@@ -584,7 +607,7 @@ def _encode_response_v0(msg: ConsumerGroupDescribeResponse, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s4), *_s4)
+                out += _struct_pack(f">{len(_s4)}i", *_s4)
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
@@ -614,11 +637,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGroupDescribeRequest, int]:
-    """Decode a ConsumerGroupDescribe request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupDescribe request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupDescribe request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -630,11 +651,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGro
 
 
 def encode_request(msg: ConsumerGroupDescribeRequest, version: int, w: Writer) -> None:
-    """Append the ConsumerGroupDescribe request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupDescribe request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupDescribe request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -644,11 +663,9 @@ def encode_request(msg: ConsumerGroupDescribeRequest, version: int, w: Writer) -
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGroupDescribeResponse, int]:
-    """Decode a ConsumerGroupDescribe response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupDescribe response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupDescribe response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -660,11 +677,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGr
 
 
 def encode_response(msg: ConsumerGroupDescribeResponse, version: int, w: Writer) -> None:
-    """Append the ConsumerGroupDescribe response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupDescribe response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupDescribe response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 68
 API_NAME = "ConsumerGroupHeartbeat"
@@ -198,7 +196,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbea
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -209,7 +207,21 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbea
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ConsumerGroupHeartbeatRequest(group_id_0, member_id_0, member_epoch_0, instance_id_0, rack_id_0, rebalance_timeout_ms_0, subscribed_topic_names_0, None, server_assignor_0, topic_partitions_0), pos
+    return (
+        ConsumerGroupHeartbeatRequest(
+            group_id_0,
+            member_id_0,
+            member_epoch_0,
+            instance_id_0,
+            rack_id_0,
+            rebalance_timeout_ms_0,
+            subscribed_topic_names_0,
+            None,
+            server_assignor_0,
+            topic_partitions_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbeatRequest, int]:
@@ -334,7 +346,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbea
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -345,13 +357,27 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbea
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ConsumerGroupHeartbeatRequest(group_id_0, member_id_0, member_epoch_0, instance_id_0, rack_id_0, rebalance_timeout_ms_0, subscribed_topic_names_0, subscribed_topic_regex_0, server_assignor_0, topic_partitions_0), pos
+    return (
+        ConsumerGroupHeartbeatRequest(
+            group_id_0,
+            member_id_0,
+            member_epoch_0,
+            instance_id_0,
+            rack_id_0,
+            rebalance_timeout_ms_0,
+            subscribed_topic_names_0,
+            subscribed_topic_regex_0,
+            server_assignor_0,
+            topic_partitions_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: ConsumerGroupHeartbeatRequest, w: Writer) -> None:
     out = w.buf
     if msg.subscribed_topic_regex is not None:
-        raise EncodeError("ConsumerGroupHeartbeatRequest.subscribed_topic_regex is set, but this version cannot carry it")
+        raise EncodeError("subscribed_topic_regex is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -435,7 +461,7 @@ def _encode_request_v0(msg: ConsumerGroupHeartbeatRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -536,7 +562,7 @@ def _encode_request_v1(msg: ConsumerGroupHeartbeatRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -595,7 +621,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbe
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -611,7 +637,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ConsumerGroupHeartbe
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ConsumerGroupHeartbeatResponse(throttle_time_ms_0, error_code_0, error_message_0, member_id_0, member_epoch_0, heartbeat_interval_ms_0, assignment_0), pos
+    return (
+        ConsumerGroupHeartbeatResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            error_message_0,
+            member_id_0,
+            member_epoch_0,
+            heartbeat_interval_ms_0,
+            assignment_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ConsumerGroupHeartbeatResponse, w: Writer) -> None:
@@ -659,7 +696,7 @@ def _encode_response_v0(msg: ConsumerGroupHeartbeatResponse, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -690,11 +727,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGroupHeartbeatRequest, int]:
-    """Decode a ConsumerGroupHeartbeat request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupHeartbeat request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -706,11 +741,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGro
 
 
 def encode_request(msg: ConsumerGroupHeartbeatRequest, version: int, w: Writer) -> None:
-    """Append the ConsumerGroupHeartbeat request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupHeartbeat request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -720,11 +753,9 @@ def encode_request(msg: ConsumerGroupHeartbeatRequest, version: int, w: Writer) 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGroupHeartbeatResponse, int]:
-    """Decode a ConsumerGroupHeartbeat response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupHeartbeat response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -736,11 +767,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ConsumerGr
 
 
 def encode_response(msg: ConsumerGroupHeartbeatResponse, version: int, w: Writer) -> None:
-    """Append the ConsumerGroupHeartbeat response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ConsumerGroupHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ConsumerGroupHeartbeat response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 7
 API_NAME = "ControlledShutdown"
@@ -56,7 +54,8 @@ class ControlledShutdownResponse:
         partition_index: int = 0  # v0+
 
     error_code: int = 0  # v0+
-    remaining_partitions: list[ControlledShutdownResponse.RemainingPartition] = field(default_factory=list)  # v0+
+    # v0+
+    remaining_partitions: list[ControlledShutdownResponse.RemainingPartition] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ControlledShutdownRequest, int]:
@@ -119,7 +118,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ControlledShutdownRe
         pos = _end
         (partition_index_1,) = _unpack_i(buf, pos)
         pos += 4
-        remaining_partitions_0.append(ControlledShutdownResponse.RemainingPartition(topic_name_1, partition_index_1))
+        remaining_partitions_0.append(
+            ControlledShutdownResponse.RemainingPartition(topic_name_1, partition_index_1)
+        )
     return ControlledShutdownResponse(error_code_0, remaining_partitions_0), pos
 
 
@@ -153,7 +154,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[ControlledShutdownRe
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        remaining_partitions_0.append(ControlledShutdownResponse.RemainingPartition(topic_name_1, partition_index_1))
+        remaining_partitions_0.append(
+            ControlledShutdownResponse.RemainingPartition(topic_name_1, partition_index_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -228,11 +231,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ControlledShutdownRequest, int]:
-    """Decode a ControlledShutdown request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControlledShutdown request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControlledShutdown request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -244,11 +245,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ControlledS
 
 
 def encode_request(msg: ControlledShutdownRequest, version: int, w: Writer) -> None:
-    """Append the ControlledShutdown request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControlledShutdown request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControlledShutdown request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -258,11 +257,9 @@ def encode_request(msg: ControlledShutdownRequest, version: int, w: Writer) -> N
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ControlledShutdownResponse, int]:
-    """Decode a ControlledShutdown response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControlledShutdown response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControlledShutdown response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -274,11 +271,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[Controlled
 
 
 def encode_response(msg: ControlledShutdownResponse, version: int, w: Writer) -> None:
-    """Append the ControlledShutdown response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControlledShutdown response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControlledShutdown response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 70
 API_NAME = "ControllerRegistration"
@@ -117,7 +115,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ControllerRegistratio
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        listeners_0.append(ControllerRegistrationRequest.Listener(name_1, host_1, port_1, security_protocol_1))
+        listeners_0.append(
+            ControllerRegistrationRequest.Listener(name_1, host_1, port_1, security_protocol_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -144,12 +144,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ControllerRegistratio
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        features_0.append(ControllerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1))
+        features_0.append(
+            ControllerRegistrationRequest.Feature(name_1, min_supported_version_1, max_supported_version_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ControllerRegistrationRequest(controller_id_0, incarnation_id_0, zk_migration_ready_0, listeners_0, features_0), pos
+    return (
+        ControllerRegistrationRequest(
+            controller_id_0, incarnation_id_0, zk_migration_ready_0, listeners_0, features_0
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: ControllerRegistrationRequest, w: Writer) -> None:
@@ -258,11 +265,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ControllerRegistrationRequest, int]:
-    """Decode a ControllerRegistration request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControllerRegistration request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControllerRegistration request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -274,11 +279,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ControllerR
 
 
 def encode_request(msg: ControllerRegistrationRequest, version: int, w: Writer) -> None:
-    """Append the ControllerRegistration request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControllerRegistration request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControllerRegistration request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -288,11 +291,9 @@ def encode_request(msg: ControllerRegistrationRequest, version: int, w: Writer) 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ControllerRegistrationResponse, int]:
-    """Decode a ControllerRegistration response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControllerRegistration response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControllerRegistration response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -304,11 +305,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[Controller
 
 
 def encode_response(msg: ControllerRegistrationResponse, version: int, w: Writer) -> None:
-    """Append the ControllerRegistration response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ControllerRegistration response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ControllerRegistration response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

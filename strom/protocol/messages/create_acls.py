@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 30
 API_NAME = "CreateAcls"
@@ -103,7 +101,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, in
         pos = _end
         operation_1, permission_type_1 = _unpack_bb(buf, pos)
         pos += 2
-        creations_0.append(CreateAclsRequest.AclCreation(resource_type_1, resource_name_1, 3, principal_1, host_1, operation_1, permission_type_1))
+        creations_0.append(
+            CreateAclsRequest.AclCreation(
+                resource_type_1, resource_name_1, 3, principal_1, host_1, operation_1, permission_type_1
+            )
+        )
     return CreateAclsRequest(creations_0), pos
 
 
@@ -142,7 +144,17 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, in
         pos = _end
         operation_1, permission_type_1 = _unpack_bb(buf, pos)
         pos += 2
-        creations_0.append(CreateAclsRequest.AclCreation(resource_type_1, resource_name_1, resource_pattern_type_1, principal_1, host_1, operation_1, permission_type_1))
+        creations_0.append(
+            CreateAclsRequest.AclCreation(
+                resource_type_1,
+                resource_name_1,
+                resource_pattern_type_1,
+                principal_1,
+                host_1,
+                operation_1,
+                permission_type_1,
+            )
+        )
     return CreateAclsRequest(creations_0), pos
 
 
@@ -200,7 +212,17 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[CreateAclsRequest, in
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        creations_0.append(CreateAclsRequest.AclCreation(resource_type_1, resource_name_1, resource_pattern_type_1, principal_1, host_1, operation_1, permission_type_1))
+        creations_0.append(
+            CreateAclsRequest.AclCreation(
+                resource_type_1,
+                resource_name_1,
+                resource_pattern_type_1,
+                principal_1,
+                host_1,
+                operation_1,
+                permission_type_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -214,7 +236,7 @@ def _encode_request_v0(msg: CreateAclsRequest, w: Writer) -> None:
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.resource_pattern_type != 3:
-            raise EncodeError("CreateAclsRequest.AclCreation.resource_pattern_type is set, but this version cannot carry it")
+            raise EncodeError("resource_pattern_type is set, but this version cannot carry it")
         out += _pack_b(_item1.resource_type)
         _utf8: bytes = _item1.resource_name.encode()
         out += _pack_h(len(_utf8))
@@ -358,7 +380,7 @@ def _encode_response_v0(msg: CreateAclsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -424,11 +446,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateAclsRequest, int]:
-    """Decode a CreateAcls request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateAcls request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -440,11 +460,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateAclsR
 
 
 def encode_request(msg: CreateAclsRequest, version: int, w: Writer) -> None:
-    """Append the CreateAcls request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateAcls request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -454,11 +472,9 @@ def encode_request(msg: CreateAclsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateAclsResponse, int]:
-    """Decode a CreateAcls response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateAcls response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -470,11 +486,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateAcls
 
 
 def encode_response(msg: CreateAclsResponse, version: int, w: Writer) -> None:
-    """Append the CreateAcls response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateAcls response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 38
 API_NAME = "CreateDelegationToken"
@@ -215,15 +213,20 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[CreateDelegationToken
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return CreateDelegationTokenRequest(owner_principal_type_0, owner_principal_name_0, renewers_0, max_lifetime_ms_0), pos
+    return (
+        CreateDelegationTokenRequest(
+            owner_principal_type_0, owner_principal_name_0, renewers_0, max_lifetime_ms_0
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: CreateDelegationTokenRequest, w: Writer) -> None:
     out = w.buf
     if msg.owner_principal_type != "":
-        raise EncodeError("CreateDelegationTokenRequest.owner_principal_type is set, but this version cannot carry it")
+        raise EncodeError("owner_principal_type is set, but this version cannot carry it")
     if msg.owner_principal_name != "":
-        raise EncodeError("CreateDelegationTokenRequest.owner_principal_name is set, but this version cannot carry it")
+        raise EncodeError("owner_principal_name is set, but this version cannot carry it")
     _s0: list[CreateDelegationTokenRequest.CreatableRenewers] = msg.renewers
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -239,9 +242,9 @@ def _encode_request_v0(msg: CreateDelegationTokenRequest, w: Writer) -> None:
 def _encode_request_v2(msg: CreateDelegationTokenRequest, w: Writer) -> None:
     out = w.buf
     if msg.owner_principal_type != "":
-        raise EncodeError("CreateDelegationTokenRequest.owner_principal_type is set, but this version cannot carry it")
+        raise EncodeError("owner_principal_type is set, but this version cannot carry it")
     if msg.owner_principal_name != "":
-        raise EncodeError("CreateDelegationTokenRequest.owner_principal_name is set, but this version cannot carry it")
+        raise EncodeError("owner_principal_name is set, but this version cannot carry it")
     _s0: list[CreateDelegationTokenRequest.CreatableRenewers] = msg.renewers
     _n = len(_s0) + 1
     if _n < 128:
@@ -354,7 +357,22 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[CreateDelegationToke
     pos = _end
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
-    return CreateDelegationTokenResponse(error_code_0, principal_type_0, principal_name_0, "", "", issue_timestamp_ms_0, expiry_timestamp_ms_0, max_timestamp_ms_0, token_id_0, hmac_0, throttle_time_ms_0), pos
+    return (
+        CreateDelegationTokenResponse(
+            error_code_0,
+            principal_type_0,
+            principal_name_0,
+            "",
+            "",
+            issue_timestamp_ms_0,
+            expiry_timestamp_ms_0,
+            max_timestamp_ms_0,
+            token_id_0,
+            hmac_0,
+            throttle_time_ms_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v2(buf: memoryview, pos: int) -> tuple[CreateDelegationTokenResponse, int]:
@@ -399,7 +417,12 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[CreateDelegationToke
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("hmac")
     _end = pos + _n - 1
@@ -413,7 +436,22 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[CreateDelegationToke
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return CreateDelegationTokenResponse(error_code_0, principal_type_0, principal_name_0, "", "", issue_timestamp_ms_0, expiry_timestamp_ms_0, max_timestamp_ms_0, token_id_0, hmac_0, throttle_time_ms_0), pos
+    return (
+        CreateDelegationTokenResponse(
+            error_code_0,
+            principal_type_0,
+            principal_name_0,
+            "",
+            "",
+            issue_timestamp_ms_0,
+            expiry_timestamp_ms_0,
+            max_timestamp_ms_0,
+            token_id_0,
+            hmac_0,
+            throttle_time_ms_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v3(buf: memoryview, pos: int) -> tuple[CreateDelegationTokenResponse, int]:
@@ -480,7 +518,12 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[CreateDelegationToke
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("hmac")
     _end = pos + _n - 1
@@ -494,15 +537,30 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[CreateDelegationToke
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return CreateDelegationTokenResponse(error_code_0, principal_type_0, principal_name_0, token_requester_principal_type_0, token_requester_principal_name_0, issue_timestamp_ms_0, expiry_timestamp_ms_0, max_timestamp_ms_0, token_id_0, hmac_0, throttle_time_ms_0), pos
+    return (
+        CreateDelegationTokenResponse(
+            error_code_0,
+            principal_type_0,
+            principal_name_0,
+            token_requester_principal_type_0,
+            token_requester_principal_name_0,
+            issue_timestamp_ms_0,
+            expiry_timestamp_ms_0,
+            max_timestamp_ms_0,
+            token_id_0,
+            hmac_0,
+            throttle_time_ms_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: CreateDelegationTokenResponse, w: Writer) -> None:
     out = w.buf
     if msg.token_requester_principal_type != "":
-        raise EncodeError("CreateDelegationTokenResponse.token_requester_principal_type is set, but this version cannot carry it")
+        raise EncodeError("token_requester_principal_type is set, but this version cannot carry it")
     if msg.token_requester_principal_name != "":
-        raise EncodeError("CreateDelegationTokenResponse.token_requester_principal_name is set, but this version cannot carry it")
+        raise EncodeError("token_requester_principal_name is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _utf8: bytes = msg.principal_type.encode()
     out += _pack_h(len(_utf8))
@@ -523,9 +581,9 @@ def _encode_response_v0(msg: CreateDelegationTokenResponse, w: Writer) -> None:
 def _encode_response_v2(msg: CreateDelegationTokenResponse, w: Writer) -> None:
     out = w.buf
     if msg.token_requester_principal_type != "":
-        raise EncodeError("CreateDelegationTokenResponse.token_requester_principal_type is set, but this version cannot carry it")
+        raise EncodeError("token_requester_principal_type is set, but this version cannot carry it")
     if msg.token_requester_principal_name != "":
-        raise EncodeError("CreateDelegationTokenResponse.token_requester_principal_name is set, but this version cannot carry it")
+        raise EncodeError("token_requester_principal_name is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _utf8: bytes = msg.principal_type.encode()
     _n = len(_utf8) + 1
@@ -643,11 +701,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateDelegationTokenRequest, int]:
-    """Decode a CreateDelegationToken request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateDelegationToken request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -659,11 +715,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateDeleg
 
 
 def encode_request(msg: CreateDelegationTokenRequest, version: int, w: Writer) -> None:
-    """Append the CreateDelegationToken request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateDelegationToken request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -673,11 +727,9 @@ def encode_request(msg: CreateDelegationTokenRequest, version: int, w: Writer) -
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateDelegationTokenResponse, int]:
-    """Decode a CreateDelegationToken response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateDelegationToken response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -689,11 +741,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateDele
 
 
 def encode_response(msg: CreateDelegationTokenResponse, version: int, w: Writer) -> None:
-    """Append the CreateDelegationToken response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateDelegationToken response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

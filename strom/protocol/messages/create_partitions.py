@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 37
 API_NAME = "CreatePartitions"
@@ -54,7 +52,10 @@ class CreatePartitionsRequest:
     class CreatePartitionsTopic:
         name: str = ""  # v0+
         count: int = 0  # v0+
-        assignments: list[CreatePartitionsRequest.CreatePartitionsAssignment] | None = field(default_factory=list)  # v0+, nullable v0+
+        # v0+, nullable v0+
+        assignments: list[CreatePartitionsRequest.CreatePartitionsAssignment] | None = field(
+            default_factory=list
+        )
 
     topics: list[CreatePartitionsRequest.CreatePartitionsTopic] = field(default_factory=list)  # v0+
     timeout_ms: int = 0  # v0+
@@ -103,7 +104,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[CreatePartitionsReque
                 pos += 4
                 if _n2 < 0 or _n2 * 4 > _blen - pos:
                     raise _bad_length("broker_ids", _n2)
-                broker_ids_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                broker_ids_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
                 assignments_1.append(CreatePartitionsRequest.CreatePartitionsAssignment(broker_ids_2))
         topics_0.append(CreatePartitionsRequest.CreatePartitionsTopic(name_1, count_1, assignments_1))
@@ -155,7 +156,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[CreatePartitionsReque
                 _n2 -= 1
                 if _n2 < 0 or _n2 * 4 > _blen - pos:
                     raise _bad_length("broker_ids", _n2)
-                broker_ids_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                broker_ids_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
@@ -187,13 +188,13 @@ def _encode_request_v0(msg: CreatePartitionsRequest, w: Writer) -> None:
         out += _pack_i(_item1.count)
         _s1: list[CreatePartitionsRequest.CreatePartitionsAssignment] | None = _item1.assignments
         if _s1 is None:
-            out += b'\xff\xff\xff\xff'
+            out += b"\xff\xff\xff\xff"
         else:
             out += _pack_i(len(_s1))
             for _item2 in _s1:
                 _s2: list[int] = _item2.broker_ids
                 out += _pack_i(len(_s2))
-                out += _struct_pack(">%di" % len(_s2), *_s2)
+                out += _struct_pack(f">{len(_s2)}i", *_s2)
     out += _pack_io(msg.timeout_ms, msg.validate_only)
 
 
@@ -230,7 +231,7 @@ def _encode_request_v2(msg: CreatePartitionsRequest, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2), *_s2)
+                out += _struct_pack(f">{len(_s2)}i", *_s2)
                 out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out += _pack_io(msg.timeout_ms, msg.validate_only)
@@ -266,7 +267,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[CreatePartitionsResp
             _end = pos + _n
             error_message_1 = buf[pos:_end].tobytes().decode()
             pos = _end
-        results_0.append(CreatePartitionsResponse.CreatePartitionsTopicResult(name_1, error_code_1, error_message_1))
+        results_0.append(
+            CreatePartitionsResponse.CreatePartitionsTopicResult(name_1, error_code_1, error_message_1)
+        )
     return CreatePartitionsResponse(throttle_time_ms_0, results_0), pos
 
 
@@ -312,7 +315,9 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[CreatePartitionsResp
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(CreatePartitionsResponse.CreatePartitionsTopicResult(name_1, error_code_1, error_message_1))
+        results_0.append(
+            CreatePartitionsResponse.CreatePartitionsTopicResult(name_1, error_code_1, error_message_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -332,7 +337,7 @@ def _encode_response_v0(msg: CreatePartitionsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -405,11 +410,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreatePartitionsRequest, int]:
-    """Decode a CreatePartitions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreatePartitions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreatePartitions request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -421,11 +424,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateParti
 
 
 def encode_request(msg: CreatePartitionsRequest, version: int, w: Writer) -> None:
-    """Append the CreatePartitions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreatePartitions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreatePartitions request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -435,11 +436,9 @@ def encode_request(msg: CreatePartitionsRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreatePartitionsResponse, int]:
-    """Decode a CreatePartitions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreatePartitions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreatePartitions response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -451,11 +450,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreatePart
 
 
 def encode_response(msg: CreatePartitionsResponse, version: int, w: Writer) -> None:
-    """Append the CreatePartitions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreatePartitions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreatePartitions response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-7.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 19
 API_NAME = "CreateTopics"
@@ -97,7 +95,8 @@ class CreateTopicsResponse:
         topic_config_error_code: int = 0  # v5+, tag 0 in v5+, ignorable
         num_partitions: int = -1  # v5+, ignorable
         replication_factor: int = -1  # v5+, ignorable
-        configs: list[CreateTopicsResponse.CreatableTopicConfigs] | None = field(default_factory=list)  # v5+, nullable v5+, ignorable
+        # v5+, nullable v5+, ignorable
+        configs: list[CreateTopicsResponse.CreatableTopicConfigs] | None = field(default_factory=list)
 
     throttle_time_ms: int = 0  # v2+, ignorable
     topics: list[CreateTopicsResponse.CreatableTopicResult] = field(default_factory=list)  # v0+
@@ -132,9 +131,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("broker_ids", _n2)
-            broker_ids_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            broker_ids_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            assignments_1.append(CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2))
+            assignments_1.append(
+                CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2)
+            )
         (_n1,) = _unpack_i(buf, pos)
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
@@ -159,7 +160,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
                 value_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
             configs_1.append(CreateTopicsRequest.CreatableTopicConfig(name_2, value_2))
-        topics_0.append(CreateTopicsRequest.CreatableTopic(name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1))
+        topics_0.append(
+            CreateTopicsRequest.CreatableTopic(
+                name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1
+            )
+        )
     (timeout_ms_0,) = _unpack_i(buf, pos)
     pos += 4
     return CreateTopicsRequest(topics_0, timeout_ms_0), pos
@@ -194,9 +199,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("broker_ids", _n2)
-            broker_ids_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            broker_ids_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            assignments_1.append(CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2))
+            assignments_1.append(
+                CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2)
+            )
         (_n1,) = _unpack_i(buf, pos)
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
@@ -221,7 +228,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
                 value_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
             configs_1.append(CreateTopicsRequest.CreatableTopicConfig(name_2, value_2))
-        topics_0.append(CreateTopicsRequest.CreatableTopic(name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1))
+        topics_0.append(
+            CreateTopicsRequest.CreatableTopic(
+                name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1
+            )
+        )
     timeout_ms_0, validate_only_0 = _unpack_io(buf, pos)
     pos += 5
     return CreateTopicsRequest(topics_0, timeout_ms_0, validate_only_0), pos
@@ -269,13 +280,15 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("broker_ids", _n2)
-            broker_ids_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            broker_ids_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            assignments_1.append(CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2))
+            assignments_1.append(
+                CreateTopicsRequest.CreatableReplicaAssignment(partition_index_2, broker_ids_2)
+            )
         _n1 = buf[pos]
         pos += 1
         if _n1 > 127:
@@ -317,7 +330,11 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(CreateTopicsRequest.CreatableTopic(name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1))
+        topics_0.append(
+            CreateTopicsRequest.CreatableTopic(
+                name_1, num_partitions_1, replication_factor_1, assignments_1, configs_1
+            )
+        )
     timeout_ms_0, validate_only_0 = _unpack_io(buf, pos)
     pos += 5
     if buf[pos]:
@@ -330,7 +347,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[CreateTopicsRequest, 
 def _encode_request_v0(msg: CreateTopicsRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.validate_only):
-        raise EncodeError("CreateTopicsRequest.validate_only is set, but this version cannot carry it")
+        raise EncodeError("validate_only is set, but this version cannot carry it")
     _s0: list[CreateTopicsRequest.CreatableTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -344,7 +361,7 @@ def _encode_request_v0(msg: CreateTopicsRequest, w: Writer) -> None:
             out += _pack_i(_item2.partition_index)
             _s2: list[int] = _item2.broker_ids
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
         _s1_2: list[CreateTopicsRequest.CreatableTopicConfig] = _item1.configs
         out += _pack_i(len(_s1_2))
         for _item2_2 in _s1_2:
@@ -353,7 +370,7 @@ def _encode_request_v0(msg: CreateTopicsRequest, w: Writer) -> None:
             out += _utf8
             _str: str | None = _item2_2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -376,7 +393,7 @@ def _encode_request_v1(msg: CreateTopicsRequest, w: Writer) -> None:
             out += _pack_i(_item2.partition_index)
             _s2: list[int] = _item2.broker_ids
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
         _s1_2: list[CreateTopicsRequest.CreatableTopicConfig] = _item1.configs
         out += _pack_i(len(_s1_2))
         for _item2_2 in _s1_2:
@@ -385,7 +402,7 @@ def _encode_request_v1(msg: CreateTopicsRequest, w: Writer) -> None:
             out += _utf8
             _str: str | None = _item2_2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -424,7 +441,7 @@ def _encode_request_v5(msg: CreateTopicsRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         _s1_2: list[CreateTopicsRequest.CreatableTopicConfig] = _item1.configs
         _n = len(_s1_2) + 1
@@ -505,7 +522,9 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
             _end = pos + _n
             error_message_1 = buf[pos:_end].tobytes().decode()
             pos = _end
-        topics_0.append(CreateTopicsResponse.CreatableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1))
+        topics_0.append(
+            CreateTopicsResponse.CreatableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1)
+        )
     return CreateTopicsResponse(0, topics_0), pos
 
 
@@ -538,7 +557,9 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
             _end = pos + _n
             error_message_1 = buf[pos:_end].tobytes().decode()
             pos = _end
-        topics_0.append(CreateTopicsResponse.CreatableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1))
+        topics_0.append(
+            CreateTopicsResponse.CreatableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1)
+        )
     return CreateTopicsResponse(throttle_time_ms_0, topics_0), pos
 
 
@@ -623,7 +644,11 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                configs_1.append(CreateTopicsResponse.CreatableTopicConfigs(name_2, value_2, read_only_2, config_source_2, is_sensitive_2))
+                configs_1.append(
+                    CreateTopicsResponse.CreatableTopicConfigs(
+                        name_2, value_2, read_only_2, config_source_2, is_sensitive_2
+                    )
+                )
         topic_config_error_code_1: int = 0
         _nt1 = buf[pos]
         pos += 1
@@ -643,7 +668,18 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
                     raise _bad_length("topic_config_error_code", _size1)
             else:
                 pos = _tag_end1  # unknown tag: skipped (KIP-482)
-        topics_0.append(CreateTopicsResponse.CreatableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1, topic_config_error_code_1, num_partitions_1, replication_factor_1, configs_1))
+        topics_0.append(
+            CreateTopicsResponse.CreatableTopicResult(
+                name_1,
+                UUID_ZERO,
+                error_code_1,
+                error_message_1,
+                topic_config_error_code_1,
+                num_partitions_1,
+                replication_factor_1,
+                configs_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -733,7 +769,11 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                configs_1.append(CreateTopicsResponse.CreatableTopicConfigs(name_2, value_2, read_only_2, config_source_2, is_sensitive_2))
+                configs_1.append(
+                    CreateTopicsResponse.CreatableTopicConfigs(
+                        name_2, value_2, read_only_2, config_source_2, is_sensitive_2
+                    )
+                )
         topic_config_error_code_1: int = 0
         _nt1 = buf[pos]
         pos += 1
@@ -753,7 +793,18 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[CreateTopicsResponse
                     raise _bad_length("topic_config_error_code", _size1)
             else:
                 pos = _tag_end1  # unknown tag: skipped (KIP-482)
-        topics_0.append(CreateTopicsResponse.CreatableTopicResult(name_1, topic_id_1, error_code_1, error_message_1, topic_config_error_code_1, num_partitions_1, replication_factor_1, configs_1))
+        topics_0.append(
+            CreateTopicsResponse.CreatableTopicResult(
+                name_1,
+                topic_id_1,
+                error_code_1,
+                error_message_1,
+                topic_config_error_code_1,
+                num_partitions_1,
+                replication_factor_1,
+                configs_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -783,7 +834,7 @@ def _encode_response_v1(msg: CreateTopicsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -802,7 +853,7 @@ def _encode_response_v2(msg: CreateTopicsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -874,7 +925,7 @@ def _encode_response_v5(msg: CreateTopicsResponse, w: Writer) -> None:
             _nt1 += 1
         out.append(_nt1)
         if _item1.topic_config_error_code != 0:
-            out += b'\x00\x02'
+            out += b"\x00\x02"
             out += _pack_h(_item1.topic_config_error_code)
     out.append(0)  # no tagged fields
 
@@ -944,7 +995,7 @@ def _encode_response_v7(msg: CreateTopicsResponse, w: Writer) -> None:
             _nt1 += 1
         out.append(_nt1)
         if _item1.topic_config_error_code != 0:
-            out += b'\x00\x02'
+            out += b"\x00\x02"
             out += _pack_h(_item1.topic_config_error_code)
     out.append(0)  # no tagged fields
 
@@ -998,11 +1049,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateTopicsRequest, int]:
-    """Decode a CreateTopics request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateTopics request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateTopics request v{version} is not supported (v0-7)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1014,11 +1063,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[CreateTopic
 
 
 def encode_request(msg: CreateTopicsRequest, version: int, w: Writer) -> None:
-    """Append the CreateTopics request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateTopics request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateTopics request v{version} is not supported (v0-7)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1028,11 +1075,9 @@ def encode_request(msg: CreateTopicsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateTopicsResponse, int]:
-    """Decode a CreateTopics response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateTopics response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateTopics response v{version} is not supported (v0-7)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1044,11 +1089,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[CreateTopi
 
 
 def encode_response(msg: CreateTopicsResponse, version: int, w: Writer) -> None:
-    """Append the CreateTopics response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"CreateTopics response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"CreateTopics response v{version} is not supported (v0-7)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

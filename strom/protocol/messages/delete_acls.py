@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 31
 API_NAME = "DeleteAcls"
@@ -125,7 +123,17 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, in
             pos = _end
         operation_1, permission_type_1 = _unpack_bb(buf, pos)
         pos += 2
-        filters_0.append(DeleteAclsRequest.DeleteAclsFilter(resource_type_filter_1, resource_name_filter_1, 3, principal_filter_1, host_filter_1, operation_1, permission_type_1))
+        filters_0.append(
+            DeleteAclsRequest.DeleteAclsFilter(
+                resource_type_filter_1,
+                resource_name_filter_1,
+                3,
+                principal_filter_1,
+                host_filter_1,
+                operation_1,
+                permission_type_1,
+            )
+        )
     return DeleteAclsRequest(filters_0), pos
 
 
@@ -173,7 +181,17 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, in
             pos = _end
         operation_1, permission_type_1 = _unpack_bb(buf, pos)
         pos += 2
-        filters_0.append(DeleteAclsRequest.DeleteAclsFilter(resource_type_filter_1, resource_name_filter_1, pattern_type_filter_1, principal_filter_1, host_filter_1, operation_1, permission_type_1))
+        filters_0.append(
+            DeleteAclsRequest.DeleteAclsFilter(
+                resource_type_filter_1,
+                resource_name_filter_1,
+                pattern_type_filter_1,
+                principal_filter_1,
+                host_filter_1,
+                operation_1,
+                permission_type_1,
+            )
+        )
     return DeleteAclsRequest(filters_0), pos
 
 
@@ -234,7 +252,17 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[DeleteAclsRequest, in
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        filters_0.append(DeleteAclsRequest.DeleteAclsFilter(resource_type_filter_1, resource_name_filter_1, pattern_type_filter_1, principal_filter_1, host_filter_1, operation_1, permission_type_1))
+        filters_0.append(
+            DeleteAclsRequest.DeleteAclsFilter(
+                resource_type_filter_1,
+                resource_name_filter_1,
+                pattern_type_filter_1,
+                principal_filter_1,
+                host_filter_1,
+                operation_1,
+                permission_type_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -248,25 +276,25 @@ def _encode_request_v0(msg: DeleteAclsRequest, w: Writer) -> None:
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.pattern_type_filter != 3:
-            raise EncodeError("DeleteAclsRequest.DeleteAclsFilter.pattern_type_filter is set, but this version cannot carry it")
+            raise EncodeError("pattern_type_filter is set, but this version cannot carry it")
         out += _pack_b(_item1.resource_type_filter)
         _str: str | None = _item1.resource_name_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
         _str = _item1.principal_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
         _str = _item1.host_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -282,7 +310,7 @@ def _encode_request_v1(msg: DeleteAclsRequest, w: Writer) -> None:
         out += _pack_b(_item1.resource_type_filter)
         _str: str | None = _item1.resource_name_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -290,14 +318,14 @@ def _encode_request_v1(msg: DeleteAclsRequest, w: Writer) -> None:
         out += _pack_b(_item1.pattern_type_filter)
         _str = _item1.principal_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
         _str = _item1.host_filter
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -419,8 +447,22 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, 
             pos = _end
             operation_2, permission_type_2 = _unpack_bb(buf, pos)
             pos += 2
-            matching_acls_1.append(DeleteAclsResponse.DeleteAclsMatchingAcl(error_code_2, error_message_2, resource_type_2, resource_name_2, 3, principal_2, host_2, operation_2, permission_type_2))
-        filter_results_0.append(DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1))
+            matching_acls_1.append(
+                DeleteAclsResponse.DeleteAclsMatchingAcl(
+                    error_code_2,
+                    error_message_2,
+                    resource_type_2,
+                    resource_name_2,
+                    3,
+                    principal_2,
+                    host_2,
+                    operation_2,
+                    permission_type_2,
+                )
+            )
+        filter_results_0.append(
+            DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1)
+        )
     return DeleteAclsResponse(throttle_time_ms_0, filter_results_0), pos
 
 
@@ -491,8 +533,22 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, 
             pos = _end
             operation_2, permission_type_2 = _unpack_bb(buf, pos)
             pos += 2
-            matching_acls_1.append(DeleteAclsResponse.DeleteAclsMatchingAcl(error_code_2, error_message_2, resource_type_2, resource_name_2, pattern_type_2, principal_2, host_2, operation_2, permission_type_2))
-        filter_results_0.append(DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1))
+            matching_acls_1.append(
+                DeleteAclsResponse.DeleteAclsMatchingAcl(
+                    error_code_2,
+                    error_message_2,
+                    resource_type_2,
+                    resource_name_2,
+                    pattern_type_2,
+                    principal_2,
+                    host_2,
+                    operation_2,
+                    permission_type_2,
+                )
+            )
+        filter_results_0.append(
+            DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1)
+        )
     return DeleteAclsResponse(throttle_time_ms_0, filter_results_0), pos
 
 
@@ -589,12 +645,26 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DeleteAclsResponse, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            matching_acls_1.append(DeleteAclsResponse.DeleteAclsMatchingAcl(error_code_2, error_message_2, resource_type_2, resource_name_2, pattern_type_2, principal_2, host_2, operation_2, permission_type_2))
+            matching_acls_1.append(
+                DeleteAclsResponse.DeleteAclsMatchingAcl(
+                    error_code_2,
+                    error_message_2,
+                    resource_type_2,
+                    resource_name_2,
+                    pattern_type_2,
+                    principal_2,
+                    host_2,
+                    operation_2,
+                    permission_type_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        filter_results_0.append(DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1))
+        filter_results_0.append(
+            DeleteAclsResponse.DeleteAclsFilterResult(error_code_1, error_message_1, matching_acls_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -611,7 +681,7 @@ def _encode_response_v0(msg: DeleteAclsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -620,11 +690,11 @@ def _encode_response_v0(msg: DeleteAclsResponse, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.pattern_type != 3:
-                raise EncodeError("DeleteAclsResponse.DeleteAclsMatchingAcl.pattern_type is set, but this version cannot carry it")
+                raise EncodeError("pattern_type is set, but this version cannot carry it")
             out += _pack_h(_item2.error_code)
             _str = _item2.error_message
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -651,7 +721,7 @@ def _encode_response_v1(msg: DeleteAclsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -662,7 +732,7 @@ def _encode_response_v1(msg: DeleteAclsResponse, w: Writer) -> None:
             out += _pack_h(_item2.error_code)
             _str = _item2.error_message
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -784,11 +854,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteAclsRequest, int]:
-    """Decode a DeleteAcls request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteAcls request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -800,11 +868,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteAclsR
 
 
 def encode_request(msg: DeleteAclsRequest, version: int, w: Writer) -> None:
-    """Append the DeleteAcls request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteAcls request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -814,11 +880,9 @@ def encode_request(msg: DeleteAclsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteAclsResponse, int]:
-    """Decode a DeleteAcls response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteAcls response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -830,11 +894,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteAcls
 
 
 def encode_response(msg: DeleteAclsResponse, version: int, w: Writer) -> None:
-    """Append the DeleteAcls response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteAcls response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 42
 API_NAME = "DeleteGroups"
@@ -60,7 +58,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DeleteGroupsRequest, 
     _blen = len(buf)
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
-    if _n0 < 0 or _n0 > _blen - pos:
+    if _n0 < 0 or _n0 * 2 > _blen - pos:
         raise _bad_length("groups_names", _n0)
     groups_names_0: list[str] = []
     for _ in range(_n0):
@@ -258,11 +256,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteGroupsRequest, int]:
-    """Decode a DeleteGroups request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteGroups request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -274,11 +270,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteGroup
 
 
 def encode_request(msg: DeleteGroupsRequest, version: int, w: Writer) -> None:
-    """Append the DeleteGroups request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteGroups request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -288,11 +282,9 @@ def encode_request(msg: DeleteGroupsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteGroupsResponse, int]:
-    """Decode a DeleteGroups response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteGroups response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -304,11 +296,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteGrou
 
 
 def encode_response(msg: DeleteGroupsResponse, version: int, w: Writer) -> None:
-    """Append the DeleteGroups response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteGroups response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

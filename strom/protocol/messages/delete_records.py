@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 21
 API_NAME = "DeleteRecords"
@@ -71,7 +69,8 @@ class DeleteRecordsResponse:
     @dataclass(slots=True)
     class DeleteRecordsTopicResult:
         name: str = ""  # v0+
-        partitions: list[DeleteRecordsResponse.DeleteRecordsPartitionResult] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[DeleteRecordsResponse.DeleteRecordsPartitionResult] = field(default_factory=list)
 
     throttle_time_ms: int = 0  # v0+
     topics: list[DeleteRecordsResponse.DeleteRecordsTopicResult] = field(default_factory=list)  # v0+
@@ -229,7 +228,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DeleteRecordsRespons
         for _ in range(_n1):
             partition_index_2, low_watermark_2, error_code_2 = _unpack_iqh(buf, pos)
             pos += 14
-            partitions_1.append(DeleteRecordsResponse.DeleteRecordsPartitionResult(partition_index_2, low_watermark_2, error_code_2))
+            partitions_1.append(
+                DeleteRecordsResponse.DeleteRecordsPartitionResult(
+                    partition_index_2, low_watermark_2, error_code_2
+                )
+            )
         topics_0.append(DeleteRecordsResponse.DeleteRecordsTopicResult(name_1, partitions_1))
     return DeleteRecordsResponse(throttle_time_ms_0, topics_0), pos
 
@@ -273,7 +276,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DeleteRecordsRespons
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DeleteRecordsResponse.DeleteRecordsPartitionResult(partition_index_2, low_watermark_2, error_code_2))
+            partitions_1.append(
+                DeleteRecordsResponse.DeleteRecordsPartitionResult(
+                    partition_index_2, low_watermark_2, error_code_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -360,11 +367,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteRecordsRequest, int]:
-    """Decode a DeleteRecords request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteRecords request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteRecords request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -376,11 +381,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteRecor
 
 
 def encode_request(msg: DeleteRecordsRequest, version: int, w: Writer) -> None:
-    """Append the DeleteRecords request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteRecords request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteRecords request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -390,11 +393,9 @@ def encode_request(msg: DeleteRecordsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteRecordsResponse, int]:
-    """Decode a DeleteRecords response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteRecords response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteRecords response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -406,11 +407,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteReco
 
 
 def encode_response(msg: DeleteRecordsResponse, version: int, w: Writer) -> None:
-    """Append the DeleteRecords response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteRecords response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteRecords response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

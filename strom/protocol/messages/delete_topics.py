@@ -5,7 +5,6 @@
 versions 0-6.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 20
 API_NAME = "DeleteTopics"
@@ -75,7 +73,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DeleteTopicsRequest, 
     _blen = len(buf)
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
-    if _n0 < 0 or _n0 > _blen - pos:
+    if _n0 < 0 or _n0 * 2 > _blen - pos:
         raise _bad_length("topic_names", _n0)
     topic_names_0: list[str] = []
     for _ in range(_n0):
@@ -166,8 +164,8 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[DeleteTopicsRequest, 
 
 def _encode_request_v0(msg: DeleteTopicsRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("DeleteTopicsRequest.topics is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     _s0: list[str] = msg.topic_names
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -179,8 +177,8 @@ def _encode_request_v0(msg: DeleteTopicsRequest, w: Writer) -> None:
 
 def _encode_request_v4(msg: DeleteTopicsRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("DeleteTopicsRequest.topics is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     _s0: list[str] = msg.topic_names
     _n = len(_s0) + 1
     if _n < 128:
@@ -349,7 +347,9 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[DeleteTopicsResponse
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        responses_0.append(DeleteTopicsResponse.DeletableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1))
+        responses_0.append(
+            DeleteTopicsResponse.DeletableTopicResult(name_1, UUID_ZERO, error_code_1, error_message_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -401,7 +401,9 @@ def _decode_response_v6(buf: memoryview, pos: int) -> tuple[DeleteTopicsResponse
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        responses_0.append(DeleteTopicsResponse.DeletableTopicResult(name_1, topic_id_1, error_code_1, error_message_1))
+        responses_0.append(
+            DeleteTopicsResponse.DeletableTopicResult(name_1, topic_id_1, error_code_1, error_message_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -581,11 +583,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteTopicsRequest, int]:
-    """Decode a DeleteTopics request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteTopics request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteTopics request v{version} is not supported (v0-6)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -597,11 +597,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DeleteTopic
 
 
 def encode_request(msg: DeleteTopicsRequest, version: int, w: Writer) -> None:
-    """Append the DeleteTopics request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteTopics request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteTopics request v{version} is not supported (v0-6)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -611,11 +609,9 @@ def encode_request(msg: DeleteTopicsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteTopicsResponse, int]:
-    """Decode a DeleteTopics response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteTopics response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteTopics response v{version} is not supported (v0-6)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -627,11 +623,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DeleteTopi
 
 
 def encode_response(msg: DeleteTopicsResponse, version: int, w: Writer) -> None:
-    """Append the DeleteTopics response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DeleteTopics response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DeleteTopics response v{version} is not supported (v0-6)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 29
 API_NAME = "DescribeAcls"
@@ -115,7 +113,18 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, 
         pos = _end
     operation_0, permission_type_0 = _unpack_bb(buf, pos)
     pos += 2
-    return DescribeAclsRequest(resource_type_filter_0, resource_name_filter_0, 3, principal_filter_0, host_filter_0, operation_0, permission_type_0), pos
+    return (
+        DescribeAclsRequest(
+            resource_type_filter_0,
+            resource_name_filter_0,
+            3,
+            principal_filter_0,
+            host_filter_0,
+            operation_0,
+            permission_type_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, int]:
@@ -156,7 +165,18 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, 
         pos = _end
     operation_0, permission_type_0 = _unpack_bb(buf, pos)
     pos += 2
-    return DescribeAclsRequest(resource_type_filter_0, resource_name_filter_0, pattern_type_filter_0, principal_filter_0, host_filter_0, operation_0, permission_type_0), pos
+    return (
+        DescribeAclsRequest(
+            resource_type_filter_0,
+            resource_name_filter_0,
+            pattern_type_filter_0,
+            principal_filter_0,
+            host_filter_0,
+            operation_0,
+            permission_type_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, int]:
@@ -207,31 +227,42 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[DescribeAclsRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return DescribeAclsRequest(resource_type_filter_0, resource_name_filter_0, pattern_type_filter_0, principal_filter_0, host_filter_0, operation_0, permission_type_0), pos
+    return (
+        DescribeAclsRequest(
+            resource_type_filter_0,
+            resource_name_filter_0,
+            pattern_type_filter_0,
+            principal_filter_0,
+            host_filter_0,
+            operation_0,
+            permission_type_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: DescribeAclsRequest, w: Writer) -> None:
     out = w.buf
     if msg.pattern_type_filter != 3:
-        raise EncodeError("DescribeAclsRequest.pattern_type_filter is set, but this version cannot carry it")
+        raise EncodeError("pattern_type_filter is set, but this version cannot carry it")
     out += _pack_b(msg.resource_type_filter)
     _str: str | None = msg.resource_name_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
     _str = msg.principal_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
     _str = msg.host_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -244,7 +275,7 @@ def _encode_request_v1(msg: DescribeAclsRequest, w: Writer) -> None:
     out += _pack_b(msg.resource_type_filter)
     _str: str | None = msg.resource_name_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -252,14 +283,14 @@ def _encode_request_v1(msg: DescribeAclsRequest, w: Writer) -> None:
     out += _pack_b(msg.pattern_type_filter)
     _str = msg.principal_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
     _str = msg.host_filter
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -359,8 +390,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse
             pos = _end
             operation_2, permission_type_2 = _unpack_bb(buf, pos)
             pos += 2
-            acls_1.append(DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2))
-        resources_0.append(DescribeAclsResponse.DescribeAclsResource(resource_type_1, resource_name_1, 3, acls_1))
+            acls_1.append(
+                DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2)
+            )
+        resources_0.append(
+            DescribeAclsResponse.DescribeAclsResource(resource_type_1, resource_name_1, 3, acls_1)
+        )
     return DescribeAclsResponse(throttle_time_ms_0, error_code_0, error_message_0, resources_0), pos
 
 
@@ -417,8 +452,14 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse
             pos = _end
             operation_2, permission_type_2 = _unpack_bb(buf, pos)
             pos += 2
-            acls_1.append(DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2))
-        resources_0.append(DescribeAclsResponse.DescribeAclsResource(resource_type_1, resource_name_1, pattern_type_1, acls_1))
+            acls_1.append(
+                DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2)
+            )
+        resources_0.append(
+            DescribeAclsResponse.DescribeAclsResource(
+                resource_type_1, resource_name_1, pattern_type_1, acls_1
+            )
+        )
     return DescribeAclsResponse(throttle_time_ms_0, error_code_0, error_message_0, resources_0), pos
 
 
@@ -499,12 +540,18 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeAclsResponse
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            acls_1.append(DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2))
+            acls_1.append(
+                DescribeAclsResponse.AclDescription(principal_2, host_2, operation_2, permission_type_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        resources_0.append(DescribeAclsResponse.DescribeAclsResource(resource_type_1, resource_name_1, pattern_type_1, acls_1))
+        resources_0.append(
+            DescribeAclsResponse.DescribeAclsResource(
+                resource_type_1, resource_name_1, pattern_type_1, acls_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -517,7 +564,7 @@ def _encode_response_v0(msg: DescribeAclsResponse, w: Writer) -> None:
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -526,7 +573,7 @@ def _encode_response_v0(msg: DescribeAclsResponse, w: Writer) -> None:
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.pattern_type != 3:
-            raise EncodeError("DescribeAclsResponse.DescribeAclsResource.pattern_type is set, but this version cannot carry it")
+            raise EncodeError("pattern_type is set, but this version cannot carry it")
         out += _pack_b(_item1.resource_type)
         _utf8 = _item1.resource_name.encode()
         out += _pack_h(len(_utf8))
@@ -548,7 +595,7 @@ def _encode_response_v1(msg: DescribeAclsResponse, w: Writer) -> None:
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -663,11 +710,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeAclsRequest, int]:
-    """Decode a DescribeAcls request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeAcls request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -679,11 +724,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeAcl
 
 
 def encode_request(msg: DescribeAclsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeAcls request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeAcls request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeAcls request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -693,11 +736,9 @@ def encode_request(msg: DescribeAclsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeAclsResponse, int]:
-    """Decode a DescribeAcls response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeAcls response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -709,11 +750,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeAc
 
 
 def encode_response(msg: DescribeAclsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeAcls response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeAcls response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeAcls response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 48
 API_NAME = "DescribeClientQuotas"
@@ -80,7 +78,8 @@ class DescribeClientQuotasResponse:
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
     error_message: str | None = ""  # v0+, nullable v0+
-    entries: list[DescribeClientQuotasResponse.EntryData] | None = field(default_factory=list)  # v0+, nullable v0+
+    # v0+, nullable v0+
+    entries: list[DescribeClientQuotasResponse.EntryData] | None = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeClientQuotasRequest, int]:
@@ -177,7 +176,7 @@ def _encode_request_v0(msg: DescribeClientQuotasRequest, w: Writer) -> None:
         out += _pack_b(_item1.match_type)
         _str: str | None = _item1.match
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -394,14 +393,14 @@ def _encode_response_v0(msg: DescribeClientQuotasResponse, w: Writer) -> None:
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
     _s0: list[DescribeClientQuotasResponse.EntryData] | None = msg.entries
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -413,7 +412,7 @@ def _encode_response_v0(msg: DescribeClientQuotasResponse, w: Writer) -> None:
                 out += _utf8
                 _str = _item2.entity_name
                 if _str is None:
-                    out += b'\xff\xff'
+                    out += b"\xff\xff"
                 else:
                     _utf8 = _str.encode()
                     out += _pack_h(len(_utf8))
@@ -522,11 +521,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeClientQuotasRequest, int]:
-    """Decode a DescribeClientQuotas request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeClientQuotas request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeClientQuotas request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -538,11 +535,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeCli
 
 
 def encode_request(msg: DescribeClientQuotasRequest, version: int, w: Writer) -> None:
-    """Append the DescribeClientQuotas request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeClientQuotas request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeClientQuotas request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -552,11 +547,9 @@ def encode_request(msg: DescribeClientQuotasRequest, version: int, w: Writer) ->
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeClientQuotasResponse, int]:
-    """Decode a DescribeClientQuotas response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeClientQuotas response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeClientQuotas response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -568,11 +561,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeCl
 
 
 def encode_response(msg: DescribeClientQuotasResponse, version: int, w: Writer) -> None:
-    """Append the DescribeClientQuotas response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeClientQuotas response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeClientQuotas response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

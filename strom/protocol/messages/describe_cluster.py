@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 60
 API_NAME = "DescribeCluster"
@@ -96,7 +94,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DescribeClusterReques
 def _encode_request_v0(msg: DescribeClusterRequest, w: Writer) -> None:
     out = w.buf
     if msg.endpoint_type != 1:
-        raise EncodeError("DescribeClusterRequest.endpoint_type is set, but this version cannot carry it")
+        raise EncodeError("endpoint_type is set, but this version cannot carry it")
     out += _pack_o(msg.include_cluster_authorized_operations)
     out.append(0)  # no tagged fields
 
@@ -183,7 +181,19 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeClusterRespo
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return DescribeClusterResponse(throttle_time_ms_0, error_code_0, error_message_0, 1, cluster_id_0, controller_id_0, brokers_0, cluster_authorized_operations_0), pos
+    return (
+        DescribeClusterResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            error_message_0,
+            1,
+            cluster_id_0,
+            controller_id_0,
+            brokers_0,
+            cluster_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeClusterResponse, int]:
@@ -264,13 +274,25 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeClusterRespo
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return DescribeClusterResponse(throttle_time_ms_0, error_code_0, error_message_0, endpoint_type_0, cluster_id_0, controller_id_0, brokers_0, cluster_authorized_operations_0), pos
+    return (
+        DescribeClusterResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            error_message_0,
+            endpoint_type_0,
+            cluster_id_0,
+            controller_id_0,
+            brokers_0,
+            cluster_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: DescribeClusterResponse, w: Writer) -> None:
     out = w.buf
     if msg.endpoint_type != 1:
-        raise EncodeError("DescribeClusterResponse.endpoint_type is set, but this version cannot carry it")
+        raise EncodeError("endpoint_type is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
@@ -403,11 +425,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeClusterRequest, int]:
-    """Decode a DescribeCluster request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeCluster request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeCluster request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -419,11 +439,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeClu
 
 
 def encode_request(msg: DescribeClusterRequest, version: int, w: Writer) -> None:
-    """Append the DescribeCluster request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeCluster request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeCluster request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -433,11 +451,9 @@ def encode_request(msg: DescribeClusterRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeClusterResponse, int]:
-    """Decode a DescribeCluster response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeCluster response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeCluster response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -449,11 +465,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeCl
 
 
 def encode_response(msg: DescribeClusterResponse, version: int, w: Writer) -> None:
-    """Append the DescribeCluster response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeCluster response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeCluster response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

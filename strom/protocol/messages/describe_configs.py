@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 32
 API_NAME = "DescribeConfigs"
@@ -79,7 +77,8 @@ class DescribeConfigsResponse:
         is_default: bool = False  # v0
         config_source: int = -1  # v1+, ignorable
         is_sensitive: bool = False  # v0+
-        synonyms: list[DescribeConfigsResponse.DescribeConfigsSynonym] = field(default_factory=list)  # v1+, ignorable
+        # v1+, ignorable
+        synonyms: list[DescribeConfigsResponse.DescribeConfigsSynonym] = field(default_factory=list)
         config_type: int = 0  # v3+, ignorable
         documentation: str | None = ""  # v3+, nullable v0+, ignorable
 
@@ -89,7 +88,8 @@ class DescribeConfigsResponse:
         error_message: str | None = ""  # v0+, nullable v0+
         resource_type: int = 0  # v0+
         resource_name: str = ""  # v0+
-        configs: list[DescribeConfigsResponse.DescribeConfigsResourceResult] = field(default_factory=list)  # v0+
+        # v0+
+        configs: list[DescribeConfigsResponse.DescribeConfigsResourceResult] = field(default_factory=list)
 
     throttle_time_ms: int = 0  # v0+
     results: list[DescribeConfigsResponse.DescribeConfigsResult] = field(default_factory=list)  # v0+
@@ -116,7 +116,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
         pos += 4
         if _n1 == -1:
             configuration_keys_1: list[str] | None = None
-        elif _n1 < 0 or _n1 > _blen - pos:
+        elif _n1 < 0 or _n1 * 2 > _blen - pos:
             raise _bad_length("configuration_keys", _n1)
         else:
             configuration_keys_1 = []
@@ -129,7 +129,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
                 _item2: str = buf[pos:_end].tobytes().decode()
                 pos = _end
                 configuration_keys_1.append(_item2)
-        resources_0.append(DescribeConfigsRequest.DescribeConfigsResource(resource_type_1, resource_name_1, configuration_keys_1))
+        resources_0.append(
+            DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type_1, resource_name_1, configuration_keys_1
+            )
+        )
     return DescribeConfigsRequest(resources_0), pos
 
 
@@ -154,7 +158,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
         pos += 4
         if _n1 == -1:
             configuration_keys_1: list[str] | None = None
-        elif _n1 < 0 or _n1 > _blen - pos:
+        elif _n1 < 0 or _n1 * 2 > _blen - pos:
             raise _bad_length("configuration_keys", _n1)
         else:
             configuration_keys_1 = []
@@ -167,7 +171,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
                 _item2: str = buf[pos:_end].tobytes().decode()
                 pos = _end
                 configuration_keys_1.append(_item2)
-        resources_0.append(DescribeConfigsRequest.DescribeConfigsResource(resource_type_1, resource_name_1, configuration_keys_1))
+        resources_0.append(
+            DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type_1, resource_name_1, configuration_keys_1
+            )
+        )
     (include_synonyms_0,) = _unpack_o(buf, pos)
     pos += 1
     return DescribeConfigsRequest(resources_0, include_synonyms_0), pos
@@ -194,7 +202,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
         pos += 4
         if _n1 == -1:
             configuration_keys_1: list[str] | None = None
-        elif _n1 < 0 or _n1 > _blen - pos:
+        elif _n1 < 0 or _n1 * 2 > _blen - pos:
             raise _bad_length("configuration_keys", _n1)
         else:
             configuration_keys_1 = []
@@ -207,7 +215,11 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
                 _item2: str = buf[pos:_end].tobytes().decode()
                 pos = _end
                 configuration_keys_1.append(_item2)
-        resources_0.append(DescribeConfigsRequest.DescribeConfigsResource(resource_type_1, resource_name_1, configuration_keys_1))
+        resources_0.append(
+            DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type_1, resource_name_1, configuration_keys_1
+            )
+        )
     include_synonyms_0, include_documentation_0 = _unpack_oo(buf, pos)
     pos += 2
     return DescribeConfigsRequest(resources_0, include_synonyms_0, include_documentation_0), pos
@@ -265,7 +277,11 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        resources_0.append(DescribeConfigsRequest.DescribeConfigsResource(resource_type_1, resource_name_1, configuration_keys_1))
+        resources_0.append(
+            DescribeConfigsRequest.DescribeConfigsResource(
+                resource_type_1, resource_name_1, configuration_keys_1
+            )
+        )
     include_synonyms_0, include_documentation_0 = _unpack_oo(buf, pos)
     pos += 2
     if buf[pos]:
@@ -278,9 +294,9 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[DescribeConfigsReques
 def _encode_request_v0(msg: DescribeConfigsRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.include_synonyms):
-        raise EncodeError("DescribeConfigsRequest.include_synonyms is set, but this version cannot carry it")
+        raise EncodeError("include_synonyms is set, but this version cannot carry it")
     if bool(msg.include_documentation):
-        raise EncodeError("DescribeConfigsRequest.include_documentation is set, but this version cannot carry it")
+        raise EncodeError("include_documentation is set, but this version cannot carry it")
     _s0: list[DescribeConfigsRequest.DescribeConfigsResource] = msg.resources
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -290,7 +306,7 @@ def _encode_request_v0(msg: DescribeConfigsRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[str] | None = _item1.configuration_keys
         if _s1 is None:
-            out += b'\xff\xff\xff\xff'
+            out += b"\xff\xff\xff\xff"
         else:
             out += _pack_i(len(_s1))
             for _item2 in _s1:
@@ -302,7 +318,7 @@ def _encode_request_v0(msg: DescribeConfigsRequest, w: Writer) -> None:
 def _encode_request_v1(msg: DescribeConfigsRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.include_documentation):
-        raise EncodeError("DescribeConfigsRequest.include_documentation is set, but this version cannot carry it")
+        raise EncodeError("include_documentation is set, but this version cannot carry it")
     _s0: list[DescribeConfigsRequest.DescribeConfigsResource] = msg.resources
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -312,7 +328,7 @@ def _encode_request_v1(msg: DescribeConfigsRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[str] | None = _item1.configuration_keys
         if _s1 is None:
-            out += b'\xff\xff\xff\xff'
+            out += b"\xff\xff\xff\xff"
         else:
             out += _pack_i(len(_s1))
             for _item2 in _s1:
@@ -333,7 +349,7 @@ def _encode_request_v3(msg: DescribeConfigsRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[str] | None = _item1.configuration_keys
         if _s1 is None:
-            out += b'\xff\xff\xff\xff'
+            out += b"\xff\xff\xff\xff"
         else:
             out += _pack_i(len(_s1))
             for _item2 in _s1:
@@ -438,8 +454,16 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeConfigsRespo
                 pos = _end
             read_only_2, is_default_2, is_sensitive_2 = _unpack_ooo(buf, pos)
             pos += 3
-            configs_1.append(DescribeConfigsResponse.DescribeConfigsResourceResult(name_2, value_2, read_only_2, is_default_2, -1, is_sensitive_2))
-        results_0.append(DescribeConfigsResponse.DescribeConfigsResult(error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1))
+            configs_1.append(
+                DescribeConfigsResponse.DescribeConfigsResourceResult(
+                    name_2, value_2, read_only_2, is_default_2, -1, is_sensitive_2
+                )
+            )
+        results_0.append(
+            DescribeConfigsResponse.DescribeConfigsResult(
+                error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1
+            )
+        )
     return DescribeConfigsResponse(throttle_time_ms_0, results_0), pos
 
 
@@ -525,8 +549,16 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeConfigsRespo
                 (source_3,) = _unpack_b(buf, pos)
                 pos += 1
                 synonyms_2.append(DescribeConfigsResponse.DescribeConfigsSynonym(name_3, value_3, source_3))
-            configs_1.append(DescribeConfigsResponse.DescribeConfigsResourceResult(name_2, value_2, read_only_2, False, config_source_2, is_sensitive_2, synonyms_2))
-        results_0.append(DescribeConfigsResponse.DescribeConfigsResult(error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1))
+            configs_1.append(
+                DescribeConfigsResponse.DescribeConfigsResourceResult(
+                    name_2, value_2, read_only_2, False, config_source_2, is_sensitive_2, synonyms_2
+                )
+            )
+        results_0.append(
+            DescribeConfigsResponse.DescribeConfigsResult(
+                error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1
+            )
+        )
     return DescribeConfigsResponse(throttle_time_ms_0, results_0), pos
 
 
@@ -624,8 +656,24 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[DescribeConfigsRespo
                 _end = pos + _n
                 documentation_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            configs_1.append(DescribeConfigsResponse.DescribeConfigsResourceResult(name_2, value_2, read_only_2, False, config_source_2, is_sensitive_2, synonyms_2, config_type_2, documentation_2))
-        results_0.append(DescribeConfigsResponse.DescribeConfigsResult(error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1))
+            configs_1.append(
+                DescribeConfigsResponse.DescribeConfigsResourceResult(
+                    name_2,
+                    value_2,
+                    read_only_2,
+                    False,
+                    config_source_2,
+                    is_sensitive_2,
+                    synonyms_2,
+                    config_type_2,
+                    documentation_2,
+                )
+            )
+        results_0.append(
+            DescribeConfigsResponse.DescribeConfigsResult(
+                error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1
+            )
+        )
     return DescribeConfigsResponse(throttle_time_ms_0, results_0), pos
 
 
@@ -760,12 +808,28 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[DescribeConfigsRespo
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            configs_1.append(DescribeConfigsResponse.DescribeConfigsResourceResult(name_2, value_2, read_only_2, False, config_source_2, is_sensitive_2, synonyms_2, config_type_2, documentation_2))
+            configs_1.append(
+                DescribeConfigsResponse.DescribeConfigsResourceResult(
+                    name_2,
+                    value_2,
+                    read_only_2,
+                    False,
+                    config_source_2,
+                    is_sensitive_2,
+                    synonyms_2,
+                    config_type_2,
+                    documentation_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(DescribeConfigsResponse.DescribeConfigsResult(error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1))
+        results_0.append(
+            DescribeConfigsResponse.DescribeConfigsResult(
+                error_code_1, error_message_1, resource_type_1, resource_name_1, configs_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -782,7 +846,7 @@ def _encode_response_v0(msg: DescribeConfigsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -799,7 +863,7 @@ def _encode_response_v0(msg: DescribeConfigsResponse, w: Writer) -> None:
             out += _utf8
             _str = _item2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -816,7 +880,7 @@ def _encode_response_v1(msg: DescribeConfigsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -829,13 +893,13 @@ def _encode_response_v1(msg: DescribeConfigsResponse, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if bool(_item2.is_default):
-                raise EncodeError("DescribeConfigsResponse.DescribeConfigsResourceResult.is_default is set, but this version cannot carry it")
+                raise EncodeError("is_default is set, but this version cannot carry it")
             _utf8 = _item2.name.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
             _str = _item2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -849,7 +913,7 @@ def _encode_response_v1(msg: DescribeConfigsResponse, w: Writer) -> None:
                 out += _utf8
                 _str = _item3.value
                 if _str is None:
-                    out += b'\xff\xff'
+                    out += b"\xff\xff"
                 else:
                     _utf8 = _str.encode()
                     out += _pack_h(len(_utf8))
@@ -866,7 +930,7 @@ def _encode_response_v3(msg: DescribeConfigsResponse, w: Writer) -> None:
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -879,13 +943,13 @@ def _encode_response_v3(msg: DescribeConfigsResponse, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if bool(_item2.is_default):
-                raise EncodeError("DescribeConfigsResponse.DescribeConfigsResourceResult.is_default is set, but this version cannot carry it")
+                raise EncodeError("is_default is set, but this version cannot carry it")
             _utf8 = _item2.name.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
             _str = _item2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -899,7 +963,7 @@ def _encode_response_v3(msg: DescribeConfigsResponse, w: Writer) -> None:
                 out += _utf8
                 _str = _item3.value
                 if _str is None:
-                    out += b'\xff\xff'
+                    out += b"\xff\xff"
                 else:
                     _utf8 = _str.encode()
                     out += _pack_h(len(_utf8))
@@ -908,7 +972,7 @@ def _encode_response_v3(msg: DescribeConfigsResponse, w: Writer) -> None:
             out += _pack_b(_item2.config_type)
             _str = _item2.documentation
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -953,7 +1017,7 @@ def _encode_response_v4(msg: DescribeConfigsResponse, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if bool(_item2.is_default):
-                raise EncodeError("DescribeConfigsResponse.DescribeConfigsResourceResult.is_default is set, but this version cannot carry it")
+                raise EncodeError("is_default is set, but this version cannot carry it")
             _utf8 = _item2.name.encode()
             _n = len(_utf8) + 1
             if _n < 128:
@@ -1054,11 +1118,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeConfigsRequest, int]:
-    """Decode a DescribeConfigs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeConfigs request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1070,11 +1132,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeCon
 
 
 def encode_request(msg: DescribeConfigsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeConfigs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeConfigs request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1084,11 +1144,9 @@ def encode_request(msg: DescribeConfigsRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeConfigsResponse, int]:
-    """Decode a DescribeConfigs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeConfigs response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1100,11 +1158,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeCo
 
 
 def encode_response(msg: DescribeConfigsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeConfigs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeConfigs response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-3.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 41
 API_NAME = "DescribeDelegationToken"
@@ -49,7 +47,10 @@ class DescribeDelegationTokenRequest:
         principal_type: str = ""  # v0+
         principal_name: str = ""  # v0+
 
-    owners: list[DescribeDelegationTokenRequest.DescribeDelegationTokenOwner] | None = field(default_factory=list)  # v0+, nullable v0+
+    # v0+, nullable v0+
+    owners: list[DescribeDelegationTokenRequest.DescribeDelegationTokenOwner] | None = field(
+        default_factory=list
+    )
 
 
 @dataclass(slots=True)
@@ -70,10 +71,14 @@ class DescribeDelegationTokenResponse:
         max_timestamp: int = 0  # v0+
         token_id: str = ""  # v0+
         hmac: bytes = b""  # v0+
-        renewers: list[DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer] = field(default_factory=list)  # v0+
+        # v0+
+        renewers: list[DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer] = field(
+            default_factory=list
+        )
 
     error_code: int = 0  # v0+
-    tokens: list[DescribeDelegationTokenResponse.DescribedDelegationToken] = field(default_factory=list)  # v0+
+    # v0+
+    tokens: list[DescribeDelegationTokenResponse.DescribedDelegationToken] = field(default_factory=list)
     throttle_time_ms: int = 0  # v0+
 
 
@@ -102,7 +107,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeDelegationTok
             _end = pos + _n
             principal_name_1: str = buf[pos:_end].tobytes().decode()
             pos = _end
-            owners_0.append(DescribeDelegationTokenRequest.DescribeDelegationTokenOwner(principal_type_1, principal_name_1))
+            owners_0.append(
+                DescribeDelegationTokenRequest.DescribeDelegationTokenOwner(
+                    principal_type_1, principal_name_1
+                )
+            )
     return DescribeDelegationTokenRequest(owners_0), pos
 
 
@@ -146,7 +155,11 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[DescribeDelegationTok
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            owners_0.append(DescribeDelegationTokenRequest.DescribeDelegationTokenOwner(principal_type_1, principal_name_1))
+            owners_0.append(
+                DescribeDelegationTokenRequest.DescribeDelegationTokenOwner(
+                    principal_type_1, principal_name_1
+                )
+            )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -158,7 +171,7 @@ def _encode_request_v0(msg: DescribeDelegationTokenRequest, w: Writer) -> None:
     out = w.buf
     _s0: list[DescribeDelegationTokenRequest.DescribeDelegationTokenOwner] | None = msg.owners
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -260,8 +273,25 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeDelegationTo
             _end = pos + _n
             principal_name_2: str = buf[pos:_end].tobytes().decode()
             pos = _end
-            renewers_1.append(DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(principal_type_2, principal_name_2))
-        tokens_0.append(DescribeDelegationTokenResponse.DescribedDelegationToken(principal_type_1, principal_name_1, "", "", issue_timestamp_1, expiry_timestamp_1, max_timestamp_1, token_id_1, hmac_1, renewers_1))
+            renewers_1.append(
+                DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(
+                    principal_type_2, principal_name_2
+                )
+            )
+        tokens_0.append(
+            DescribeDelegationTokenResponse.DescribedDelegationToken(
+                principal_type_1,
+                principal_name_1,
+                "",
+                "",
+                issue_timestamp_1,
+                expiry_timestamp_1,
+                max_timestamp_1,
+                token_id_1,
+                hmac_1,
+                renewers_1,
+            )
+        )
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
     return DescribeDelegationTokenResponse(error_code_0, tokens_0, throttle_time_ms_0), pos
@@ -318,7 +348,12 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeDelegationTo
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("hmac")
         _end = pos + _n - 1
@@ -361,12 +396,29 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeDelegationTo
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            renewers_1.append(DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(principal_type_2, principal_name_2))
+            renewers_1.append(
+                DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(
+                    principal_type_2, principal_name_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        tokens_0.append(DescribeDelegationTokenResponse.DescribedDelegationToken(principal_type_1, principal_name_1, "", "", issue_timestamp_1, expiry_timestamp_1, max_timestamp_1, token_id_1, hmac_1, renewers_1))
+        tokens_0.append(
+            DescribeDelegationTokenResponse.DescribedDelegationToken(
+                principal_type_1,
+                principal_name_1,
+                "",
+                "",
+                issue_timestamp_1,
+                expiry_timestamp_1,
+                max_timestamp_1,
+                token_id_1,
+                hmac_1,
+                renewers_1,
+            )
+        )
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
     if buf[pos]:
@@ -449,7 +501,12 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[DescribeDelegationTo
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("hmac")
         _end = pos + _n - 1
@@ -492,12 +549,29 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[DescribeDelegationTo
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            renewers_1.append(DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(principal_type_2, principal_name_2))
+            renewers_1.append(
+                DescribeDelegationTokenResponse.DescribedDelegationTokenRenewer(
+                    principal_type_2, principal_name_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        tokens_0.append(DescribeDelegationTokenResponse.DescribedDelegationToken(principal_type_1, principal_name_1, token_requester_principal_type_1, token_requester_principal_name_1, issue_timestamp_1, expiry_timestamp_1, max_timestamp_1, token_id_1, hmac_1, renewers_1))
+        tokens_0.append(
+            DescribeDelegationTokenResponse.DescribedDelegationToken(
+                principal_type_1,
+                principal_name_1,
+                token_requester_principal_type_1,
+                token_requester_principal_name_1,
+                issue_timestamp_1,
+                expiry_timestamp_1,
+                max_timestamp_1,
+                token_id_1,
+                hmac_1,
+                renewers_1,
+            )
+        )
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
     if buf[pos]:
@@ -514,9 +588,9 @@ def _encode_response_v0(msg: DescribeDelegationTokenResponse, w: Writer) -> None
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.token_requester_principal_type != "":
-            raise EncodeError("DescribeDelegationTokenResponse.DescribedDelegationToken.token_requester_principal_type is set, but this version cannot carry it")
+            raise EncodeError("token_requester_principal_type is set, but this version cannot carry it")
         if _item1.token_requester_principal_name != "":
-            raise EncodeError("DescribeDelegationTokenResponse.DescribedDelegationToken.token_requester_principal_name is set, but this version cannot carry it")
+            raise EncodeError("token_requester_principal_name is set, but this version cannot carry it")
         _utf8: bytes = _item1.principal_type.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
@@ -553,9 +627,9 @@ def _encode_response_v2(msg: DescribeDelegationTokenResponse, w: Writer) -> None
         out += _uvarint(_n)
     for _item1 in _s0:
         if _item1.token_requester_principal_type != "":
-            raise EncodeError("DescribeDelegationTokenResponse.DescribedDelegationToken.token_requester_principal_type is set, but this version cannot carry it")
+            raise EncodeError("token_requester_principal_type is set, but this version cannot carry it")
         if _item1.token_requester_principal_name != "":
-            raise EncodeError("DescribeDelegationTokenResponse.DescribedDelegationToken.token_requester_principal_name is set, but this version cannot carry it")
+            raise EncodeError("token_requester_principal_name is set, but this version cannot carry it")
         _utf8: bytes = _item1.principal_type.encode()
         _n = len(_utf8) + 1
         if _n < 128:
@@ -725,11 +799,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeDelegationTokenRequest, int]:
-    """Decode a DescribeDelegationToken request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeDelegationToken request v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -741,11 +813,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeDel
 
 
 def encode_request(msg: DescribeDelegationTokenRequest, version: int, w: Writer) -> None:
-    """Append the DescribeDelegationToken request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeDelegationToken request v{version} is not supported (v0-3)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -755,11 +825,9 @@ def encode_request(msg: DescribeDelegationTokenRequest, version: int, w: Writer)
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeDelegationTokenResponse, int]:
-    """Decode a DescribeDelegationToken response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeDelegationToken response v{version} is not supported (v0-3)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -771,11 +839,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeDe
 
 
 def encode_response(msg: DescribeDelegationTokenResponse, version: int, w: Writer) -> None:
-    """Append the DescribeDelegationToken response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeDelegationToken response v{version} is not supported (v0-3)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

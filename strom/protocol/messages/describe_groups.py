@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 15
 API_NAME = "DescribeGroups"
@@ -77,7 +75,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeGroupsRequest
     _blen = len(buf)
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
-    if _n0 < 0 or _n0 > _blen - pos:
+    if _n0 < 0 or _n0 * 2 > _blen - pos:
         raise _bad_length("groups", _n0)
     groups_0: list[str] = []
     for _ in range(_n0):
@@ -96,7 +94,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[DescribeGroupsRequest
     _blen = len(buf)
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
-    if _n0 < 0 or _n0 > _blen - pos:
+    if _n0 < 0 or _n0 * 2 > _blen - pos:
         raise _bad_length("groups", _n0)
     groups_0: list[str] = []
     for _ in range(_n0):
@@ -148,7 +146,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[DescribeGroupsRequest
 def _encode_request_v0(msg: DescribeGroupsRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.include_authorized_operations):
-        raise EncodeError("DescribeGroupsRequest.include_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_authorized_operations is set, but this version cannot carry it")
     _s0: list[str] = msg.groups
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -267,8 +265,16 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _end = pos + _n
             member_assignment_2: bytes = buf[pos:_end].tobytes()
             pos = _end
-            members_1.append(DescribeGroupsResponse.DescribedGroupMember(member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2))
-        groups_0.append(DescribeGroupsResponse.DescribedGroup(error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1))
+            members_1.append(
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2
+                )
+            )
+        groups_0.append(
+            DescribeGroupsResponse.DescribedGroup(
+                error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1
+            )
+        )
     return DescribeGroupsResponse(0, groups_0), pos
 
 
@@ -353,8 +359,16 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _end = pos + _n
             member_assignment_2: bytes = buf[pos:_end].tobytes()
             pos = _end
-            members_1.append(DescribeGroupsResponse.DescribedGroupMember(member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2))
-        groups_0.append(DescribeGroupsResponse.DescribedGroup(error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1))
+            members_1.append(
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2
+                )
+            )
+        groups_0.append(
+            DescribeGroupsResponse.DescribedGroup(
+                error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1
+            )
+        )
     return DescribeGroupsResponse(throttle_time_ms_0, groups_0), pos
 
 
@@ -439,10 +453,24 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _end = pos + _n
             member_assignment_2: bytes = buf[pos:_end].tobytes()
             pos = _end
-            members_1.append(DescribeGroupsResponse.DescribedGroupMember(member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2))
+            members_1.append(
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id_2, None, client_id_2, client_host_2, member_metadata_2, member_assignment_2
+                )
+            )
         (authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
-        groups_0.append(DescribeGroupsResponse.DescribedGroup(error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1, authorized_operations_1))
+        groups_0.append(
+            DescribeGroupsResponse.DescribedGroup(
+                error_code_1,
+                group_id_1,
+                group_state_1,
+                protocol_type_1,
+                protocol_data_1,
+                members_1,
+                authorized_operations_1,
+            )
+        )
     return DescribeGroupsResponse(throttle_time_ms_0, groups_0), pos
 
 
@@ -537,10 +565,29 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _end = pos + _n
             member_assignment_2: bytes = buf[pos:_end].tobytes()
             pos = _end
-            members_1.append(DescribeGroupsResponse.DescribedGroupMember(member_id_2, group_instance_id_2, client_id_2, client_host_2, member_metadata_2, member_assignment_2))
+            members_1.append(
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id_2,
+                    group_instance_id_2,
+                    client_id_2,
+                    client_host_2,
+                    member_metadata_2,
+                    member_assignment_2,
+                )
+            )
         (authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
-        groups_0.append(DescribeGroupsResponse.DescribedGroup(error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1, authorized_operations_1))
+        groups_0.append(
+            DescribeGroupsResponse.DescribedGroup(
+                error_code_1,
+                group_id_1,
+                group_state_1,
+                protocol_type_1,
+                protocol_data_1,
+                members_1,
+                authorized_operations_1,
+            )
+        )
     return DescribeGroupsResponse(throttle_time_ms_0, groups_0), pos
 
 
@@ -660,7 +707,12 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 raise _null_not_allowed("member_metadata")
             _end = pos + _n - 1
@@ -671,7 +723,12 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 raise _null_not_allowed("member_assignment")
             _end = pos + _n - 1
@@ -683,14 +740,33 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[DescribeGroupsRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            members_1.append(DescribeGroupsResponse.DescribedGroupMember(member_id_2, group_instance_id_2, client_id_2, client_host_2, member_metadata_2, member_assignment_2))
+            members_1.append(
+                DescribeGroupsResponse.DescribedGroupMember(
+                    member_id_2,
+                    group_instance_id_2,
+                    client_id_2,
+                    client_host_2,
+                    member_metadata_2,
+                    member_assignment_2,
+                )
+            )
         (authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        groups_0.append(DescribeGroupsResponse.DescribedGroup(error_code_1, group_id_1, group_state_1, protocol_type_1, protocol_data_1, members_1, authorized_operations_1))
+        groups_0.append(
+            DescribeGroupsResponse.DescribedGroup(
+                error_code_1,
+                group_id_1,
+                group_state_1,
+                protocol_type_1,
+                protocol_data_1,
+                members_1,
+                authorized_operations_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -704,7 +780,7 @@ def _encode_response_v0(msg: DescribeGroupsResponse, w: Writer) -> None:
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.authorized_operations != -2147483648:
-            raise EncodeError("DescribeGroupsResponse.DescribedGroup.authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1.error_code)
         _utf8: bytes = _item1.group_id.encode()
         out += _pack_h(len(_utf8))
@@ -745,7 +821,7 @@ def _encode_response_v1(msg: DescribeGroupsResponse, w: Writer) -> None:
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.authorized_operations != -2147483648:
-            raise EncodeError("DescribeGroupsResponse.DescribedGroup.authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1.error_code)
         _utf8: bytes = _item1.group_id.encode()
         out += _pack_h(len(_utf8))
@@ -846,7 +922,7 @@ def _encode_response_v4(msg: DescribeGroupsResponse, w: Writer) -> None:
             out += _utf8
             _str: str | None = _item2.group_instance_id
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -1005,11 +1081,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeGroupsRequest, int]:
-    """Decode a DescribeGroups request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeGroups request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1021,11 +1095,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeGro
 
 
 def encode_request(msg: DescribeGroupsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeGroups request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeGroups request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1035,11 +1107,9 @@ def encode_request(msg: DescribeGroupsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeGroupsResponse, int]:
-    """Decode a DescribeGroups response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeGroups response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1051,11 +1121,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeGr
 
 
 def encode_response(msg: DescribeGroupsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeGroups response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeGroups response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 35
 API_NAME = "DescribeLogDirs"
@@ -55,7 +53,8 @@ class DescribeLogDirsRequest:
         topic: str = ""  # v0+
         partitions: list[int] = field(default_factory=list)  # v0+
 
-    topics: list[DescribeLogDirsRequest.DescribableLogDirTopic] | None = field(default_factory=list)  # v0+, nullable v0+
+    # v0+, nullable v0+
+    topics: list[DescribeLogDirsRequest.DescribableLogDirTopic] | None = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -70,7 +69,8 @@ class DescribeLogDirsResponse:
     @dataclass(slots=True)
     class DescribeLogDirsTopic:
         name: str = ""  # v0+
-        partitions: list[DescribeLogDirsResponse.DescribeLogDirsPartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[DescribeLogDirsResponse.DescribeLogDirsPartition] = field(default_factory=list)
 
     @dataclass(slots=True)
     class DescribeLogDirsResult:
@@ -107,7 +107,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeLogDirsReques
             pos += 4
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             topics_0.append(DescribeLogDirsRequest.DescribableLogDirTopic(topic_1, partitions_1))
     return DescribeLogDirsRequest(topics_0), pos
@@ -145,7 +145,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[DescribeLogDirsReques
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -163,7 +163,7 @@ def _encode_request_v0(msg: DescribeLogDirsRequest, w: Writer) -> None:
     out = w.buf
     _s0: list[DescribeLogDirsRequest.DescribableLogDirTopic] | None = msg.topics
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -172,7 +172,7 @@ def _encode_request_v0(msg: DescribeLogDirsRequest, w: Writer) -> None:
             out += _utf8
             _s1: list[int] = _item1.partitions
             out += _pack_i(len(_s1))
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
 
 
 def _encode_request_v2(msg: DescribeLogDirsRequest, w: Writer) -> None:
@@ -200,7 +200,7 @@ def _encode_request_v2(msg: DescribeLogDirsRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -245,7 +245,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeLogDirsRespo
             for _ in range(_n2):
                 partition_index_3, partition_size_3, offset_lag_3, is_future_key_3 = _unpack_iqqo(buf, pos)
                 pos += 21
-                partitions_2.append(DescribeLogDirsResponse.DescribeLogDirsPartition(partition_index_3, partition_size_3, offset_lag_3, is_future_key_3))
+                partitions_2.append(
+                    DescribeLogDirsResponse.DescribeLogDirsPartition(
+                        partition_index_3, partition_size_3, offset_lag_3, is_future_key_3
+                    )
+                )
             topics_1.append(DescribeLogDirsResponse.DescribeLogDirsTopic(name_2, partitions_2))
         results_0.append(DescribeLogDirsResponse.DescribeLogDirsResult(error_code_1, log_dir_1, topics_1))
     return DescribeLogDirsResponse(throttle_time_ms_0, 0, results_0), pos
@@ -312,7 +316,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeLogDirsRespo
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(DescribeLogDirsResponse.DescribeLogDirsPartition(partition_index_3, partition_size_3, offset_lag_3, is_future_key_3))
+                partitions_2.append(
+                    DescribeLogDirsResponse.DescribeLogDirsPartition(
+                        partition_index_3, partition_size_3, offset_lag_3, is_future_key_3
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -391,7 +399,11 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[DescribeLogDirsRespo
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(DescribeLogDirsResponse.DescribeLogDirsPartition(partition_index_3, partition_size_3, offset_lag_3, is_future_key_3))
+                partitions_2.append(
+                    DescribeLogDirsResponse.DescribeLogDirsPartition(
+                        partition_index_3, partition_size_3, offset_lag_3, is_future_key_3
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -470,7 +482,11 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[DescribeLogDirsRespo
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(DescribeLogDirsResponse.DescribeLogDirsPartition(partition_index_3, partition_size_3, offset_lag_3, is_future_key_3))
+                partitions_2.append(
+                    DescribeLogDirsResponse.DescribeLogDirsPartition(
+                        partition_index_3, partition_size_3, offset_lag_3, is_future_key_3
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -482,7 +498,11 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[DescribeLogDirsRespo
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(DescribeLogDirsResponse.DescribeLogDirsResult(error_code_1, log_dir_1, topics_1, total_bytes_1, usable_bytes_1))
+        results_0.append(
+            DescribeLogDirsResponse.DescribeLogDirsResult(
+                error_code_1, log_dir_1, topics_1, total_bytes_1, usable_bytes_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -509,7 +529,9 @@ def _encode_response_v0(msg: DescribeLogDirsResponse, w: Writer) -> None:
             _s2: list[DescribeLogDirsResponse.DescribeLogDirsPartition] = _item2.partitions
             out += _pack_i(len(_s2))
             for _item3 in _s2:
-                out += _pack_iqqo(_item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key)
+                out += _pack_iqqo(
+                    _item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key
+                )
 
 
 def _encode_response_v2(msg: DescribeLogDirsResponse, w: Writer) -> None:
@@ -551,7 +573,9 @@ def _encode_response_v2(msg: DescribeLogDirsResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iqqo(_item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key)
+                out += _pack_iqqo(
+                    _item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -597,7 +621,9 @@ def _encode_response_v3(msg: DescribeLogDirsResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iqqo(_item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key)
+                out += _pack_iqqo(
+                    _item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -643,7 +669,9 @@ def _encode_response_v4(msg: DescribeLogDirsResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iqqo(_item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key)
+                out += _pack_iqqo(
+                    _item3.partition_index, _item3.partition_size, _item3.offset_lag, _item3.is_future_key
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out += _pack_qq(_item1.total_bytes, _item1.usable_bytes)
@@ -688,11 +716,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeLogDirsRequest, int]:
-    """Decode a DescribeLogDirs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeLogDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeLogDirs request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -704,11 +730,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeLog
 
 
 def encode_request(msg: DescribeLogDirsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeLogDirs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeLogDirs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeLogDirs request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -718,11 +742,9 @@ def encode_request(msg: DescribeLogDirsRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeLogDirsResponse, int]:
-    """Decode a DescribeLogDirs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeLogDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeLogDirs response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -734,11 +756,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeLo
 
 
 def encode_response(msg: DescribeLogDirsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeLogDirs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeLogDirs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeLogDirs response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

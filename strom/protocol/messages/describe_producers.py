@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 61
 API_NAME = "DescribeProducers"
@@ -110,7 +108,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeProducersRequ
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partition_indexes", _n1)
-        partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -146,7 +144,7 @@ def _encode_request_v0(msg: DescribeProducersRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -207,18 +205,38 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeProducersRes
                 raise _bad_length("active_producers", _n2)
             active_producers_2: list[DescribeProducersResponse.ProducerState] = []
             for _ in range(_n2):
-                producer_id_3, producer_epoch_3, last_sequence_3, last_timestamp_3, coordinator_epoch_3, current_txn_start_offset_3 = _unpack_qiiqiq(buf, pos)
+                (
+                    producer_id_3,
+                    producer_epoch_3,
+                    last_sequence_3,
+                    last_timestamp_3,
+                    coordinator_epoch_3,
+                    current_txn_start_offset_3,
+                ) = _unpack_qiiqiq(buf, pos)
                 pos += 36
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                active_producers_2.append(DescribeProducersResponse.ProducerState(producer_id_3, producer_epoch_3, last_sequence_3, last_timestamp_3, coordinator_epoch_3, current_txn_start_offset_3))
+                active_producers_2.append(
+                    DescribeProducersResponse.ProducerState(
+                        producer_id_3,
+                        producer_epoch_3,
+                        last_sequence_3,
+                        last_timestamp_3,
+                        coordinator_epoch_3,
+                        current_txn_start_offset_3,
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DescribeProducersResponse.PartitionResponse(partition_index_2, error_code_2, error_message_2, active_producers_2))
+            partitions_1.append(
+                DescribeProducersResponse.PartitionResponse(
+                    partition_index_2, error_code_2, error_message_2, active_producers_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -274,7 +292,14 @@ def _encode_response_v0(msg: DescribeProducersResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_qiiqiq(_item3.producer_id, _item3.producer_epoch, _item3.last_sequence, _item3.last_timestamp, _item3.coordinator_epoch, _item3.current_txn_start_offset)
+                out += _pack_qiiqiq(
+                    _item3.producer_id,
+                    _item3.producer_epoch,
+                    _item3.last_sequence,
+                    _item3.last_timestamp,
+                    _item3.coordinator_epoch,
+                    _item3.current_txn_start_offset,
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -302,11 +327,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeProducersRequest, int]:
-    """Decode a DescribeProducers request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeProducers request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeProducers request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -318,11 +341,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribePro
 
 
 def encode_request(msg: DescribeProducersRequest, version: int, w: Writer) -> None:
-    """Append the DescribeProducers request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeProducers request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeProducers request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -332,11 +353,9 @@ def encode_request(msg: DescribeProducersRequest, version: int, w: Writer) -> No
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeProducersResponse, int]:
-    """Decode a DescribeProducers response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeProducers response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeProducers response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -348,11 +367,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribePr
 
 
 def encode_response(msg: DescribeProducersResponse, version: int, w: Writer) -> None:
-    """Append the DescribeProducers response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeProducers response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeProducers response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 55
 API_NAME = "DescribeQuorum"
@@ -226,7 +224,13 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
             raise _bad_length("partitions", _n1)
         partitions_1: list[DescribeQuorumResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, leader_id_2, leader_epoch_2, high_watermark_2 = _unpack_ihiiq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                leader_id_2,
+                leader_epoch_2,
+                high_watermark_2,
+            ) = _unpack_ihiiq(buf, pos)
             pos += 22
             _n2 = buf[pos]
             pos += 1
@@ -264,7 +268,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DescribeQuorumResponse.PartitionData(partition_index_2, error_code_2, "", leader_id_2, leader_epoch_2, high_watermark_2, current_voters_2, observers_2))
+            partitions_1.append(
+                DescribeQuorumResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    "",
+                    leader_id_2,
+                    leader_epoch_2,
+                    high_watermark_2,
+                    current_voters_2,
+                    observers_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -310,7 +325,13 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
             raise _bad_length("partitions", _n1)
         partitions_1: list[DescribeQuorumResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, leader_id_2, leader_epoch_2, high_watermark_2 = _unpack_ihiiq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                leader_id_2,
+                leader_epoch_2,
+                high_watermark_2,
+            ) = _unpack_ihiiq(buf, pos)
             pos += 22
             _n2 = buf[pos]
             pos += 1
@@ -321,13 +342,26 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
                 raise _bad_length("current_voters", _n2)
             current_voters_2: list[ReplicaState] = []
             for _ in range(_n2):
-                replica_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3 = _unpack_iqqq(buf, pos)
+                (
+                    replica_id_3,
+                    log_end_offset_3,
+                    last_fetch_timestamp_3,
+                    last_caught_up_timestamp_3,
+                ) = _unpack_iqqq(buf, pos)
                 pos += 28
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                current_voters_2.append(ReplicaState(replica_id_3, UUID_ZERO, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3))
+                current_voters_2.append(
+                    ReplicaState(
+                        replica_id_3,
+                        UUID_ZERO,
+                        log_end_offset_3,
+                        last_fetch_timestamp_3,
+                        last_caught_up_timestamp_3,
+                    )
+                )
             _n2 = buf[pos]
             pos += 1
             if _n2 > 127:
@@ -337,18 +371,42 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
                 raise _bad_length("observers", _n2)
             observers_2: list[ReplicaState] = []
             for _ in range(_n2):
-                replica_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3 = _unpack_iqqq(buf, pos)
+                (
+                    replica_id_3,
+                    log_end_offset_3,
+                    last_fetch_timestamp_3,
+                    last_caught_up_timestamp_3,
+                ) = _unpack_iqqq(buf, pos)
                 pos += 28
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                observers_2.append(ReplicaState(replica_id_3, UUID_ZERO, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3))
+                observers_2.append(
+                    ReplicaState(
+                        replica_id_3,
+                        UUID_ZERO,
+                        log_end_offset_3,
+                        last_fetch_timestamp_3,
+                        last_caught_up_timestamp_3,
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DescribeQuorumResponse.PartitionData(partition_index_2, error_code_2, "", leader_id_2, leader_epoch_2, high_watermark_2, current_voters_2, observers_2))
+            partitions_1.append(
+                DescribeQuorumResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    "",
+                    leader_id_2,
+                    leader_epoch_2,
+                    high_watermark_2,
+                    current_voters_2,
+                    observers_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -431,14 +489,28 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
                 raise _bad_length("current_voters", _n2)
             current_voters_2: list[ReplicaState] = []
             for _ in range(_n2):
-                replica_id_3, replica_directory_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3 = _unpack_iuqqq(buf, pos)
+                (
+                    replica_id_3,
+                    replica_directory_id_3,
+                    log_end_offset_3,
+                    last_fetch_timestamp_3,
+                    last_caught_up_timestamp_3,
+                ) = _unpack_iuqqq(buf, pos)
                 pos += 44
                 replica_directory_id_3 = uuid.UUID(bytes=replica_directory_id_3)
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                current_voters_2.append(ReplicaState(replica_id_3, replica_directory_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3))
+                current_voters_2.append(
+                    ReplicaState(
+                        replica_id_3,
+                        replica_directory_id_3,
+                        log_end_offset_3,
+                        last_fetch_timestamp_3,
+                        last_caught_up_timestamp_3,
+                    )
+                )
             _n2 = buf[pos]
             pos += 1
             if _n2 > 127:
@@ -448,19 +520,44 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
                 raise _bad_length("observers", _n2)
             observers_2: list[ReplicaState] = []
             for _ in range(_n2):
-                replica_id_3, replica_directory_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3 = _unpack_iuqqq(buf, pos)
+                (
+                    replica_id_3,
+                    replica_directory_id_3,
+                    log_end_offset_3,
+                    last_fetch_timestamp_3,
+                    last_caught_up_timestamp_3,
+                ) = _unpack_iuqqq(buf, pos)
                 pos += 44
                 replica_directory_id_3 = uuid.UUID(bytes=replica_directory_id_3)
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                observers_2.append(ReplicaState(replica_id_3, replica_directory_id_3, log_end_offset_3, last_fetch_timestamp_3, last_caught_up_timestamp_3))
+                observers_2.append(
+                    ReplicaState(
+                        replica_id_3,
+                        replica_directory_id_3,
+                        log_end_offset_3,
+                        last_fetch_timestamp_3,
+                        last_caught_up_timestamp_3,
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DescribeQuorumResponse.PartitionData(partition_index_2, error_code_2, error_message_2, leader_id_2, leader_epoch_2, high_watermark_2, current_voters_2, observers_2))
+            partitions_1.append(
+                DescribeQuorumResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    error_message_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    high_watermark_2,
+                    current_voters_2,
+                    observers_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -529,8 +626,8 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[DescribeQuorumRespon
 
 def _encode_response_v0(msg: DescribeQuorumResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.nodes is None or len(msg.nodes) != 0):
-        raise EncodeError("DescribeQuorumResponse.nodes is set, but this version cannot carry it")
+    if msg.nodes is None or len(msg.nodes) != 0:
+        raise EncodeError("nodes is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[DescribeQuorumResponse.TopicData] = msg.topics
     _n = len(_s0) + 1
@@ -553,7 +650,13 @@ def _encode_response_v0(msg: DescribeQuorumResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihiiq(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch, _item2.high_watermark)
+            out += _pack_ihiiq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.leader_id,
+                _item2.leader_epoch,
+                _item2.high_watermark,
+            )
             _s2: list[ReplicaState] = _item2.current_voters
             _n = len(_s2) + 1
             if _n < 128:
@@ -562,7 +665,7 @@ def _encode_response_v0(msg: DescribeQuorumResponse, w: Writer) -> None:
                 out += _uvarint(_n)
             for _item3 in _s2:
                 if _item3.replica_directory_id != UUID_ZERO:
-                    raise EncodeError("ReplicaState.replica_directory_id is set, but this version cannot carry it")
+                    raise EncodeError("replica_directory_id is set, but this version cannot carry it")
                 out += _pack_iq(_item3.replica_id, _item3.log_end_offset)
                 out.append(0)  # no tagged fields
             _s2 = _item2.observers
@@ -573,7 +676,7 @@ def _encode_response_v0(msg: DescribeQuorumResponse, w: Writer) -> None:
                 out += _uvarint(_n)
             for _item3 in _s2:
                 if _item3.replica_directory_id != UUID_ZERO:
-                    raise EncodeError("ReplicaState.replica_directory_id is set, but this version cannot carry it")
+                    raise EncodeError("replica_directory_id is set, but this version cannot carry it")
                 out += _pack_iq(_item3.replica_id, _item3.log_end_offset)
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
@@ -583,8 +686,8 @@ def _encode_response_v0(msg: DescribeQuorumResponse, w: Writer) -> None:
 
 def _encode_response_v1(msg: DescribeQuorumResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.nodes is None or len(msg.nodes) != 0):
-        raise EncodeError("DescribeQuorumResponse.nodes is set, but this version cannot carry it")
+    if msg.nodes is None or len(msg.nodes) != 0:
+        raise EncodeError("nodes is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[DescribeQuorumResponse.TopicData] = msg.topics
     _n = len(_s0) + 1
@@ -607,7 +710,13 @@ def _encode_response_v1(msg: DescribeQuorumResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihiiq(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch, _item2.high_watermark)
+            out += _pack_ihiiq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.leader_id,
+                _item2.leader_epoch,
+                _item2.high_watermark,
+            )
             _s2: list[ReplicaState] = _item2.current_voters
             _n = len(_s2) + 1
             if _n < 128:
@@ -616,8 +725,13 @@ def _encode_response_v1(msg: DescribeQuorumResponse, w: Writer) -> None:
                 out += _uvarint(_n)
             for _item3 in _s2:
                 if _item3.replica_directory_id != UUID_ZERO:
-                    raise EncodeError("ReplicaState.replica_directory_id is set, but this version cannot carry it")
-                out += _pack_iqqq(_item3.replica_id, _item3.log_end_offset, _item3.last_fetch_timestamp, _item3.last_caught_up_timestamp)
+                    raise EncodeError("replica_directory_id is set, but this version cannot carry it")
+                out += _pack_iqqq(
+                    _item3.replica_id,
+                    _item3.log_end_offset,
+                    _item3.last_fetch_timestamp,
+                    _item3.last_caught_up_timestamp,
+                )
                 out.append(0)  # no tagged fields
             _s2 = _item2.observers
             _n = len(_s2) + 1
@@ -627,8 +741,13 @@ def _encode_response_v1(msg: DescribeQuorumResponse, w: Writer) -> None:
                 out += _uvarint(_n)
             for _item3 in _s2:
                 if _item3.replica_directory_id != UUID_ZERO:
-                    raise EncodeError("ReplicaState.replica_directory_id is set, but this version cannot carry it")
-                out += _pack_iqqq(_item3.replica_id, _item3.log_end_offset, _item3.last_fetch_timestamp, _item3.last_caught_up_timestamp)
+                    raise EncodeError("replica_directory_id is set, but this version cannot carry it")
+                out += _pack_iqqq(
+                    _item3.replica_id,
+                    _item3.log_end_offset,
+                    _item3.last_fetch_timestamp,
+                    _item3.last_caught_up_timestamp,
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -690,7 +809,13 @@ def _encode_response_v2(msg: DescribeQuorumResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iuqqq(_item3.replica_id, _item3.replica_directory_id.bytes, _item3.log_end_offset, _item3.last_fetch_timestamp, _item3.last_caught_up_timestamp)
+                out += _pack_iuqqq(
+                    _item3.replica_id,
+                    _item3.replica_directory_id.bytes,
+                    _item3.log_end_offset,
+                    _item3.last_fetch_timestamp,
+                    _item3.last_caught_up_timestamp,
+                )
                 out.append(0)  # no tagged fields
             _s2 = _item2.observers
             _n = len(_s2) + 1
@@ -699,7 +824,13 @@ def _encode_response_v2(msg: DescribeQuorumResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iuqqq(_item3.replica_id, _item3.replica_directory_id.bytes, _item3.log_end_offset, _item3.last_fetch_timestamp, _item3.last_caught_up_timestamp)
+                out += _pack_iuqqq(
+                    _item3.replica_id,
+                    _item3.replica_directory_id.bytes,
+                    _item3.log_end_offset,
+                    _item3.last_fetch_timestamp,
+                    _item3.last_caught_up_timestamp,
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -767,11 +898,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeQuorumRequest, int]:
-    """Decode a DescribeQuorum request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeQuorum request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeQuorum request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -783,11 +912,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeQuo
 
 
 def encode_request(msg: DescribeQuorumRequest, version: int, w: Writer) -> None:
-    """Append the DescribeQuorum request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeQuorum request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeQuorum request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -797,11 +924,9 @@ def encode_request(msg: DescribeQuorumRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeQuorumResponse, int]:
-    """Decode a DescribeQuorum response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeQuorum response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeQuorum response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -813,11 +938,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeQu
 
 
 def encode_response(msg: DescribeQuorumResponse, version: int, w: Writer) -> None:
-    """Append the DescribeQuorum response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeQuorum response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeQuorum response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

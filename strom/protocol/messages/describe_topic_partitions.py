@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 75
 API_NAME = "DescribeTopicPartitions"
@@ -84,7 +82,10 @@ class DescribeTopicPartitionsResponse:
         name: str | None = ""  # v0+, nullable v0+
         topic_id: uuid.UUID = UUID_ZERO  # v0+, ignorable
         is_internal: bool = False  # v0+, ignorable
-        partitions: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition] = field(
+            default_factory=list
+        )
         topic_authorized_operations: int = -2147483648  # v0+
 
     @dataclass(slots=True)
@@ -93,7 +94,10 @@ class DescribeTopicPartitionsResponse:
         partition_index: int = 0  # v0+
 
     throttle_time_ms: int = 0  # v0+, ignorable
-    topics: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponseTopic] = field(default_factory=list)  # v0+
+    # v0+
+    topics: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponseTopic] = field(
+        default_factory=list
+    )
     next_cursor: DescribeTopicPartitionsResponse.Cursor | None = None  # v0+, nullable v0+
 
 
@@ -239,7 +243,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTopicPartiti
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -248,7 +252,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTopicPartiti
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -260,7 +264,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTopicPartiti
             elif _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("eligible_leader_replicas", _n2)
             else:
-                eligible_leader_replicas_2 = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                eligible_leader_replicas_2 = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -272,7 +276,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTopicPartiti
             elif _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("last_known_elr", _n2)
             else:
-                last_known_elr_2 = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                last_known_elr_2 = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -281,20 +285,36 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTopicPartiti
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, eligible_leader_replicas_2, last_known_elr_2, offline_replicas_2))
+            partitions_1.append(
+                DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    eligible_leader_replicas_2,
+                    last_known_elr_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponseTopic(error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponseTopic(
+                error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     _marker = buf[pos]
     pos += 1
     if _marker > 127:
@@ -348,28 +368,32 @@ def _encode_response_v0(msg: DescribeTopicPartitionsResponse, w: Writer) -> None
                 out += _compact_length(_n, "name")
             out += _utf8
         out += _pack_uo(_item1.topic_id.bytes, _item1.is_internal)
-        _s1: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition] = _item1.partitions
+        _s1: list[DescribeTopicPartitionsResponse.DescribeTopicPartitionsResponsePartition] = (
+            _item1.partitions
+        )
         _n = len(_s1) + 1
         if _n < 128:
             out.append(_n)
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2_2: list[int] | None = _item2.eligible_leader_replicas
             if _s2_2 is None:
                 out.append(0)
@@ -379,7 +403,7 @@ def _encode_response_v0(msg: DescribeTopicPartitionsResponse, w: Writer) -> None
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2_2), *_s2_2)
+                out += _struct_pack(f">{len(_s2_2)}i", *_s2_2)
             _s2_2 = _item2.last_known_elr
             if _s2_2 is None:
                 out.append(0)
@@ -389,14 +413,14 @@ def _encode_response_v0(msg: DescribeTopicPartitionsResponse, w: Writer) -> None
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2_2), *_s2_2)
+                out += _struct_pack(f">{len(_s2_2)}i", *_s2_2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1.topic_authorized_operations)
         out.append(0)  # no tagged fields
@@ -438,11 +462,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeTopicPartitionsRequest, int]:
-    """Decode a DescribeTopicPartitions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTopicPartitions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTopicPartitions request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -454,11 +476,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeTop
 
 
 def encode_request(msg: DescribeTopicPartitionsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeTopicPartitions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTopicPartitions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTopicPartitions request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -468,11 +488,9 @@ def encode_request(msg: DescribeTopicPartitionsRequest, version: int, w: Writer)
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeTopicPartitionsResponse, int]:
-    """Decode a DescribeTopicPartitions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTopicPartitions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTopicPartitions response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -484,11 +502,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeTo
 
 
 def encode_response(msg: DescribeTopicPartitionsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeTopicPartitions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTopicPartitions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTopicPartitions response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 65
 API_NAME = "DescribeTransactions"
@@ -68,7 +66,8 @@ class DescribeTransactionsResponse:
         topics: list[DescribeTransactionsResponse.TopicData] = field(default_factory=list)  # v0+
 
     throttle_time_ms: int = 0  # v0+
-    transaction_states: list[DescribeTransactionsResponse.TransactionState] = field(default_factory=list)  # v0+
+    # v0+
+    transaction_states: list[DescribeTransactionsResponse.TransactionState] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeTransactionsRequest, int]:
@@ -157,7 +156,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTransactions
             raise _bad_length("transaction_state", _n - 1)
         transaction_state_1: str = buf[pos:_end].tobytes().decode()
         pos = _end
-        transaction_timeout_ms_1, transaction_start_time_ms_1, producer_id_1, producer_epoch_1 = _unpack_iqqh(buf, pos)
+        (
+            transaction_timeout_ms_1,
+            transaction_start_time_ms_1,
+            producer_id_1,
+            producer_epoch_1,
+        ) = _unpack_iqqh(buf, pos)
         pos += 22
         _n1 = buf[pos]
         pos += 1
@@ -186,7 +190,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTransactions
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -197,7 +201,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeTransactions
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        transaction_states_0.append(DescribeTransactionsResponse.TransactionState(error_code_1, transactional_id_1, transaction_state_1, transaction_timeout_ms_1, transaction_start_time_ms_1, producer_id_1, producer_epoch_1, topics_1))
+        transaction_states_0.append(
+            DescribeTransactionsResponse.TransactionState(
+                error_code_1,
+                transactional_id_1,
+                transaction_state_1,
+                transaction_timeout_ms_1,
+                transaction_start_time_ms_1,
+                producer_id_1,
+                producer_epoch_1,
+                topics_1,
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -230,7 +245,12 @@ def _encode_response_v0(msg: DescribeTransactionsResponse, w: Writer) -> None:
         else:
             out += _compact_length(_n, "transaction_state")
         out += _utf8
-        out += _pack_iqqh(_item1.transaction_timeout_ms, _item1.transaction_start_time_ms, _item1.producer_id, _item1.producer_epoch)
+        out += _pack_iqqh(
+            _item1.transaction_timeout_ms,
+            _item1.transaction_start_time_ms,
+            _item1.producer_id,
+            _item1.producer_epoch,
+        )
         _s1: list[DescribeTransactionsResponse.TopicData] = _item1.topics
         _n = len(_s1) + 1
         if _n < 128:
@@ -251,7 +271,7 @@ def _encode_response_v0(msg: DescribeTransactionsResponse, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -278,11 +298,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeTransactionsRequest, int]:
-    """Decode a DescribeTransactions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTransactions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTransactions request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -294,11 +312,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeTra
 
 
 def encode_request(msg: DescribeTransactionsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeTransactions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTransactions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTransactions request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -308,11 +324,9 @@ def encode_request(msg: DescribeTransactionsRequest, version: int, w: Writer) ->
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeTransactionsResponse, int]:
-    """Decode a DescribeTransactions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTransactions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTransactions response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -324,11 +338,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeTr
 
 
 def encode_response(msg: DescribeTransactionsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeTransactions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"DescribeTransactions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"DescribeTransactions response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

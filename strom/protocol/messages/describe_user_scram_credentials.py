@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 50
 API_NAME = "DescribeUserScramCredentials"
@@ -48,7 +46,8 @@ class DescribeUserScramCredentialsRequest:
     class UserName:
         name: str = ""  # v0+
 
-    users: list[DescribeUserScramCredentialsRequest.UserName] | None = field(default_factory=list)  # v0+, nullable v0+
+    # v0+, nullable v0+
+    users: list[DescribeUserScramCredentialsRequest.UserName] | None = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -63,12 +62,18 @@ class DescribeUserScramCredentialsResponse:
         user: str = ""  # v0+
         error_code: int = 0  # v0+
         error_message: str | None = ""  # v0+, nullable v0+
-        credential_infos: list[DescribeUserScramCredentialsResponse.CredentialInfo] = field(default_factory=list)  # v0+
+        # v0+
+        credential_infos: list[DescribeUserScramCredentialsResponse.CredentialInfo] = field(
+            default_factory=list
+        )
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
     error_message: str | None = ""  # v0+, nullable v0+
-    results: list[DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult] = field(default_factory=list)  # v0+
+    # v0+
+    results: list[DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult] = field(
+        default_factory=list
+    )
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[DescribeUserScramCredentialsRequest, int]:
@@ -196,17 +201,26 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[DescribeUserScramCre
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            credential_infos_1.append(DescribeUserScramCredentialsResponse.CredentialInfo(mechanism_2, iterations_2))
+            credential_infos_1.append(
+                DescribeUserScramCredentialsResponse.CredentialInfo(mechanism_2, iterations_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult(user_1, error_code_1, error_message_1, credential_infos_1))
+        results_0.append(
+            DescribeUserScramCredentialsResponse.DescribeUserScramCredentialsResult(
+                user_1, error_code_1, error_message_1, credential_infos_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return DescribeUserScramCredentialsResponse(throttle_time_ms_0, error_code_0, error_message_0, results_0), pos
+    return (
+        DescribeUserScramCredentialsResponse(throttle_time_ms_0, error_code_0, error_message_0, results_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: DescribeUserScramCredentialsResponse, w: Writer) -> None:
@@ -282,11 +296,13 @@ _RESPONSE_ENCODERS = (
 )
 
 
-def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeUserScramCredentialsRequest, int]:
-    """Decode a DescribeUserScramCredentials request of `version` starting at `pos`; return it and the offset just past it."""
+def decode_request(
+    buf: memoryview, pos: int, version: int
+) -> tuple[DescribeUserScramCredentialsRequest, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"DescribeUserScramCredentials request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"DescribeUserScramCredentials request v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -295,14 +311,16 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[DescribeUse
     except DecodeError as exc:
         raise DecodeError(f"DescribeUserScramCredentials request v{version}: {exc}") from None
     except (IndexError, ValueError, struct.error) as exc:
-        raise DecodeError(f"DescribeUserScramCredentials request v{version}: malformed input ({exc})") from exc
+        raise DecodeError(
+            f"DescribeUserScramCredentials request v{version}: malformed input ({exc})"
+        ) from exc
 
 
 def encode_request(msg: DescribeUserScramCredentialsRequest, version: int, w: Writer) -> None:
-    """Append the DescribeUserScramCredentials request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"DescribeUserScramCredentials request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"DescribeUserScramCredentials request v{version} is not supported (v0-0)"
         )
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
@@ -312,11 +330,13 @@ def encode_request(msg: DescribeUserScramCredentialsRequest, version: int, w: Wr
         raise EncodeError(f"DescribeUserScramCredentials request v{version}: cannot encode ({exc})") from exc
 
 
-def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeUserScramCredentialsResponse, int]:
-    """Decode a DescribeUserScramCredentials response of `version` starting at `pos`; return it and the offset just past it."""
+def decode_response(
+    buf: memoryview, pos: int, version: int
+) -> tuple[DescribeUserScramCredentialsResponse, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"DescribeUserScramCredentials response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"DescribeUserScramCredentials response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -325,14 +345,16 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[DescribeUs
     except DecodeError as exc:
         raise DecodeError(f"DescribeUserScramCredentials response v{version}: {exc}") from None
     except (IndexError, ValueError, struct.error) as exc:
-        raise DecodeError(f"DescribeUserScramCredentials response v{version}: malformed input ({exc})") from exc
+        raise DecodeError(
+            f"DescribeUserScramCredentials response v{version}: malformed input ({exc})"
+        ) from exc
 
 
 def encode_response(msg: DescribeUserScramCredentialsResponse, version: int, w: Writer) -> None:
-    """Append the DescribeUserScramCredentials response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"DescribeUserScramCredentials response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"DescribeUserScramCredentials response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

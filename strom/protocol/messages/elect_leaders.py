@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 43
 API_NAME = "ElectLeaders"
@@ -54,7 +52,8 @@ class ElectLeadersRequest:
         partitions: list[int] = field(default_factory=list)  # v0+
 
     election_type: int = 0  # v1+
-    topic_partitions: list[ElectLeadersRequest.TopicPartitions] | None = field(default_factory=list)  # v0+, nullable v0+
+    # v0+, nullable v0+
+    topic_partitions: list[ElectLeadersRequest.TopicPartitions] | None = field(default_factory=list)
     timeout_ms: int = 60000  # v0+
 
 
@@ -73,7 +72,8 @@ class ElectLeadersResponse:
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v1+
-    replica_election_results: list[ElectLeadersResponse.ReplicaElectionResult] = field(default_factory=list)  # v0+
+    # v0+
+    replica_election_results: list[ElectLeadersResponse.ReplicaElectionResult] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, int]:
@@ -98,7 +98,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, 
             pos += 4
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             topic_partitions_0.append(ElectLeadersRequest.TopicPartitions(topic_1, partitions_1))
     (timeout_ms_0,) = _unpack_i(buf, pos)
@@ -130,7 +130,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, 
             pos += 4
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             topic_partitions_0.append(ElectLeadersRequest.TopicPartitions(topic_1, partitions_1))
     (timeout_ms_0,) = _unpack_i(buf, pos)
@@ -172,7 +172,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, 
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n1)
-            partitions_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partitions_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -191,10 +191,10 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[ElectLeadersRequest, 
 def _encode_request_v0(msg: ElectLeadersRequest, w: Writer) -> None:
     out = w.buf
     if msg.election_type != 0:
-        raise EncodeError("ElectLeadersRequest.election_type is set, but this version cannot carry it")
+        raise EncodeError("election_type is set, but this version cannot carry it")
     _s0: list[ElectLeadersRequest.TopicPartitions] | None = msg.topic_partitions
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -203,7 +203,7 @@ def _encode_request_v0(msg: ElectLeadersRequest, w: Writer) -> None:
             out += _utf8
             _s1: list[int] = _item1.partitions
             out += _pack_i(len(_s1))
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
     out += _pack_i(msg.timeout_ms)
 
 
@@ -212,7 +212,7 @@ def _encode_request_v1(msg: ElectLeadersRequest, w: Writer) -> None:
     out += _pack_b(msg.election_type)
     _s0: list[ElectLeadersRequest.TopicPartitions] | None = msg.topic_partitions
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -221,7 +221,7 @@ def _encode_request_v1(msg: ElectLeadersRequest, w: Writer) -> None:
             out += _utf8
             _s1: list[int] = _item1.partitions
             out += _pack_i(len(_s1))
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
     out += _pack_i(msg.timeout_ms)
 
 
@@ -251,7 +251,7 @@ def _encode_request_v2(msg: ElectLeadersRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out += _pack_i(msg.timeout_ms)
     out.append(0)  # no tagged fields
@@ -292,8 +292,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse
                 _end = pos + _n
                 error_message_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partition_result_1.append(ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2))
-        replica_election_results_0.append(ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1))
+            partition_result_1.append(
+                ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2)
+            )
+        replica_election_results_0.append(
+            ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1)
+        )
     return ElectLeadersResponse(throttle_time_ms_0, 0, replica_election_results_0), pos
 
 
@@ -332,8 +336,12 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse
                 _end = pos + _n
                 error_message_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partition_result_1.append(ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2))
-        replica_election_results_0.append(ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1))
+            partition_result_1.append(
+                ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2)
+            )
+        replica_election_results_0.append(
+            ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1)
+        )
     return ElectLeadersResponse(throttle_time_ms_0, error_code_0, replica_election_results_0), pos
 
 
@@ -388,12 +396,16 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_result_1.append(ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2))
+            partition_result_1.append(
+                ElectLeadersResponse.PartitionResult(partition_id_2, error_code_2, error_message_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        replica_election_results_0.append(ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1))
+        replica_election_results_0.append(
+            ElectLeadersResponse.ReplicaElectionResult(topic_1, partition_result_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -404,7 +416,7 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[ElectLeadersResponse
 def _encode_response_v0(msg: ElectLeadersResponse, w: Writer) -> None:
     out = w.buf
     if msg.error_code != 0:
-        raise EncodeError("ElectLeadersResponse.error_code is set, but this version cannot carry it")
+        raise EncodeError("error_code is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[ElectLeadersResponse.ReplicaElectionResult] = msg.replica_election_results
     out += _pack_i(len(_s0))
@@ -418,7 +430,7 @@ def _encode_response_v0(msg: ElectLeadersResponse, w: Writer) -> None:
             out += _pack_ih(_item2.partition_id, _item2.error_code)
             _str: str | None = _item2.error_message
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -440,7 +452,7 @@ def _encode_response_v1(msg: ElectLeadersResponse, w: Writer) -> None:
             out += _pack_ih(_item2.partition_id, _item2.error_code)
             _str: str | None = _item2.error_message
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -517,11 +529,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ElectLeadersRequest, int]:
-    """Decode a ElectLeaders request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ElectLeaders request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ElectLeaders request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -533,11 +543,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ElectLeader
 
 
 def encode_request(msg: ElectLeadersRequest, version: int, w: Writer) -> None:
-    """Append the ElectLeaders request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ElectLeaders request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ElectLeaders request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -547,11 +555,9 @@ def encode_request(msg: ElectLeadersRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ElectLeadersResponse, int]:
-    """Decode a ElectLeaders response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ElectLeaders response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ElectLeaders response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -563,11 +569,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ElectLeade
 
 
 def encode_response(msg: ElectLeadersResponse, version: int, w: Writer) -> None:
-    """Append the ElectLeaders response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ElectLeaders response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ElectLeaders response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 54
 API_NAME = "EndQuorumEpoch"
@@ -66,7 +64,8 @@ class EndQuorumEpochRequest:
         leader_id: int = 0  # v0+
         leader_epoch: int = 0  # v0+
         preferred_successors: list[int] = field(default_factory=list)  # v0, ignorable
-        preferred_candidates: list[EndQuorumEpochRequest.ReplicaInfo] = field(default_factory=list)  # v1+, ignorable
+        # v1+, ignorable
+        preferred_candidates: list[EndQuorumEpochRequest.ReplicaInfo] = field(default_factory=list)
 
     @dataclass(slots=True)
     class TopicData:
@@ -81,7 +80,8 @@ class EndQuorumEpochRequest:
 
     cluster_id: str | None = None  # v0+, nullable v0+
     topics: list[EndQuorumEpochRequest.TopicData] = field(default_factory=list)  # v0+
-    leader_endpoints: list[EndQuorumEpochRequest.LeaderEndpoint] = field(default_factory=list)  # v1+, ignorable
+    # v1+, ignorable
+    leader_endpoints: list[EndQuorumEpochRequest.LeaderEndpoint] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -106,7 +106,8 @@ class EndQuorumEpochResponse:
 
     error_code: int = 0  # v0+
     topics: list[EndQuorumEpochResponse.TopicData] = field(default_factory=list)  # v0+
-    node_endpoints: list[EndQuorumEpochResponse.NodeEndpoint] = field(default_factory=list)  # v1+, tag 0 in v1+
+    # v1+, tag 0 in v1+
+    node_endpoints: list[EndQuorumEpochResponse.NodeEndpoint] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRequest, int]:
@@ -146,9 +147,13 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRequest
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("preferred_successors", _n2)
-            preferred_successors_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            preferred_successors_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(EndQuorumEpochRequest.PartitionData(partition_index_2, leader_id_2, leader_epoch_2, preferred_successors_2))
+            partitions_1.append(
+                EndQuorumEpochRequest.PartitionData(
+                    partition_index_2, leader_id_2, leader_epoch_2, preferred_successors_2
+                )
+            )
         topics_0.append(EndQuorumEpochRequest.TopicData(topic_name_1, partitions_1))
     return EndQuorumEpochRequest(cluster_id_0, topics_0), pos
 
@@ -214,12 +219,18 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRequest
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                preferred_candidates_2.append(EndQuorumEpochRequest.ReplicaInfo(candidate_id_3, candidate_directory_id_3))
+                preferred_candidates_2.append(
+                    EndQuorumEpochRequest.ReplicaInfo(candidate_id_3, candidate_directory_id_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(EndQuorumEpochRequest.PartitionData(partition_index_2, leader_id_2, leader_epoch_2, [], preferred_candidates_2))
+            partitions_1.append(
+                EndQuorumEpochRequest.PartitionData(
+                    partition_index_2, leader_id_2, leader_epoch_2, [], preferred_candidates_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -274,7 +285,7 @@ def _encode_request_v0(msg: EndQuorumEpochRequest, w: Writer) -> None:
     out = w.buf
     _str: str | None = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -291,7 +302,7 @@ def _encode_request_v0(msg: EndQuorumEpochRequest, w: Writer) -> None:
             out += _pack_iii(_item2.partition_index, _item2.leader_id, _item2.leader_epoch)
             _s2: list[int] = _item2.preferred_successors
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_request_v1(msg: EndQuorumEpochRequest, w: Writer) -> None:
@@ -391,7 +402,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRespon
         for _ in range(_n1):
             partition_index_2, error_code_2, leader_id_2, leader_epoch_2 = _unpack_ihii(buf, pos)
             pos += 14
-            partitions_1.append(EndQuorumEpochResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                EndQuorumEpochResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2
+                )
+            )
         topics_0.append(EndQuorumEpochResponse.TopicData(topic_name_1, partitions_1))
     return EndQuorumEpochResponse(error_code_0, topics_0), pos
 
@@ -435,7 +450,11 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRespon
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(EndQuorumEpochResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2))
+            partitions_1.append(
+                EndQuorumEpochResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -491,8 +510,8 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[EndQuorumEpochRespon
 
 def _encode_response_v0(msg: EndQuorumEpochResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("EndQuorumEpochResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[EndQuorumEpochResponse.TopicData] = msg.topics
     out += _pack_i(len(_s0))
@@ -503,7 +522,9 @@ def _encode_response_v0(msg: EndQuorumEpochResponse, w: Writer) -> None:
         _s1: list[EndQuorumEpochResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
 
 
 def _encode_response_v1(msg: EndQuorumEpochResponse, w: Writer) -> None:
@@ -530,14 +551,16 @@ def _encode_response_v1(msg: EndQuorumEpochResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihii(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_ihii(
+                _item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[EndQuorumEpochResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -556,7 +579,7 @@ def _encode_response_v1(msg: EndQuorumEpochResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_H(_item1_2.port)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -586,11 +609,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[EndQuorumEpochRequest, int]:
-    """Decode a EndQuorumEpoch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndQuorumEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndQuorumEpoch request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -602,11 +623,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[EndQuorumEp
 
 
 def encode_request(msg: EndQuorumEpochRequest, version: int, w: Writer) -> None:
-    """Append the EndQuorumEpoch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndQuorumEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndQuorumEpoch request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -616,11 +635,9 @@ def encode_request(msg: EndQuorumEpochRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[EndQuorumEpochResponse, int]:
-    """Decode a EndQuorumEpoch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndQuorumEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndQuorumEpoch response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -632,11 +649,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[EndQuorumE
 
 
 def encode_response(msg: EndQuorumEpochResponse, version: int, w: Writer) -> None:
-    """Append the EndQuorumEpoch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndQuorumEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndQuorumEpoch response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,13 +15,12 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 26
 API_NAME = "EndTxn"
@@ -203,11 +201,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[EndTxnRequest, int]:
-    """Decode a EndTxn request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndTxn request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndTxn request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -219,11 +215,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[EndTxnReque
 
 
 def encode_request(msg: EndTxnRequest, version: int, w: Writer) -> None:
-    """Append the EndTxn request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndTxn request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndTxn request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -233,11 +227,9 @@ def encode_request(msg: EndTxnRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[EndTxnResponse, int]:
-    """Decode a EndTxn response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndTxn response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndTxn response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -249,11 +241,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[EndTxnResp
 
 
 def encode_response(msg: EndTxnResponse, version: int, w: Writer) -> None:
-    """Append the EndTxn response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"EndTxn response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"EndTxn response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,13 +15,12 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 40
 API_NAME = "ExpireDelegationToken"
@@ -73,7 +71,12 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[ExpireDelegationToken
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("hmac")
     _end = pos + _n - 1
@@ -169,11 +172,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ExpireDelegationTokenRequest, int]:
-    """Decode a ExpireDelegationToken request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ExpireDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ExpireDelegationToken request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -185,11 +186,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ExpireDeleg
 
 
 def encode_request(msg: ExpireDelegationTokenRequest, version: int, w: Writer) -> None:
-    """Append the ExpireDelegationToken request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ExpireDelegationToken request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ExpireDelegationToken request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -199,11 +198,9 @@ def encode_request(msg: ExpireDelegationTokenRequest, version: int, w: Writer) -
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ExpireDelegationTokenResponse, int]:
-    """Decode a ExpireDelegationToken response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ExpireDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ExpireDelegationToken response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -215,11 +212,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ExpireDele
 
 
 def encode_response(msg: ExpireDelegationTokenResponse, version: int, w: Writer) -> None:
-    """Append the ExpireDelegationToken response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ExpireDelegationToken response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ExpireDelegationToken response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

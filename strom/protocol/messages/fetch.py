@@ -5,7 +5,6 @@
 versions 0-17.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,22 +12,21 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
     Records,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
-    write_records as _write_records,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
+from strom.protocol.primitives import write_records as _write_records
 
 API_KEY = 1
 API_NAME = "Fetch"
@@ -155,10 +153,18 @@ class FetchResponse:
         high_watermark: int = 0  # v0+
         last_stable_offset: int = -1  # v4+, ignorable
         log_start_offset: int = -1  # v5+, ignorable
-        diverging_epoch: FetchResponse.EpochEndOffset = field(default_factory=lambda: FetchResponse.EpochEndOffset())  # v12+, tag 0 in v12+
-        current_leader: FetchResponse.LeaderIdAndEpoch = field(default_factory=lambda: FetchResponse.LeaderIdAndEpoch())  # v12+, tag 1 in v12+
-        snapshot_id: FetchResponse.SnapshotId = field(default_factory=lambda: FetchResponse.SnapshotId())  # v12+, tag 2 in v12+
-        aborted_transactions: list[FetchResponse.AbortedTransaction] | None = field(default_factory=list)  # v4+, nullable v4+, ignorable
+        # v12+, tag 0 in v12+
+        diverging_epoch: FetchResponse.EpochEndOffset = field(
+            default_factory=lambda: FetchResponse.EpochEndOffset()
+        )
+        # v12+, tag 1 in v12+
+        current_leader: FetchResponse.LeaderIdAndEpoch = field(
+            default_factory=lambda: FetchResponse.LeaderIdAndEpoch()
+        )
+        # v12+, tag 2 in v12+
+        snapshot_id: FetchResponse.SnapshotId = field(default_factory=lambda: FetchResponse.SnapshotId())
+        # v4+, nullable v4+, ignorable
+        aborted_transactions: list[FetchResponse.AbortedTransaction] | None = field(default_factory=list)
         preferred_read_replica: int = -1  # v11+
         records: Records = None  # v0+, nullable v0+
 
@@ -180,13 +186,6 @@ class FetchResponse:
     session_id: int = 0  # v7+
     responses: list[FetchResponse.FetchableTopicResponse] = field(default_factory=list)  # v0+
     node_endpoints: list[FetchResponse.NodeEndpoint] = field(default_factory=list)  # v16+, tag 0 in v16+
-
-
-# Default instances that tagged and version-dependent fields are compared against.
-_DEFAULT_FetchRequest_ReplicaState = FetchRequest.ReplicaState()
-_DEFAULT_FetchResponse_EpochEndOffset = FetchResponse.EpochEndOffset()
-_DEFAULT_FetchResponse_LeaderIdAndEpoch = FetchResponse.LeaderIdAndEpoch()
-_DEFAULT_FetchResponse_SnapshotId = FetchResponse.SnapshotId()
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
@@ -214,9 +213,25 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         for _ in range(_n1):
             partition_2, fetch_offset_2, partition_max_bytes_2 = _unpack_iqi(buf, pos)
             pos += 16
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2)
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, 2147483647, 0, 0, -1, topics_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            2147483647,
+            0,
+            0,
+            -1,
+            topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
@@ -244,9 +259,25 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         for _ in range(_n1):
             partition_2, fetch_offset_2, partition_max_bytes_2 = _unpack_iqi(buf, pos)
             pos += 16
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2)
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, 0, 0, -1, topics_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            0,
+            0,
+            -1,
+            topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
@@ -274,9 +305,25 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         for _ in range(_n1):
             partition_2, fetch_offset_2, partition_max_bytes_2 = _unpack_iqi(buf, pos)
             pos += 16
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, -1, partition_max_bytes_2)
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, 0, -1, topics_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            0,
+            -1,
+            topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
@@ -304,14 +351,40 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         for _ in range(_n1):
             partition_2, fetch_offset_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iqqi(buf, pos)
             pos += 24
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2, -1, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2
+                )
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, 0, -1, topics_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            0,
+            -1,
+            topics_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v7(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    replica_id_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiiibii(buf, pos)
+    (
+        replica_id_0,
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiiibii(buf, pos)
     pos += 25
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -334,7 +407,11 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         for _ in range(_n1):
             partition_2, fetch_offset_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iqqi(buf, pos)
             pos += 24
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, -1, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2, -1, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2
+                )
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -353,15 +430,38 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         forgotten_topics_data_0.append(FetchRequest.ForgottenTopic(topic_1, UUID_ZERO, partitions_1_2))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v9(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    replica_id_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiiibii(buf, pos)
+    (
+        replica_id_0,
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiiibii(buf, pos)
     pos += 25
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -382,9 +482,24 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqqi(buf, pos)
             pos += 28
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    -1,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                )
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -403,15 +518,38 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         forgotten_topics_data_0.append(FetchRequest.ForgottenTopic(topic_1, UUID_ZERO, partitions_1_2))
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v11(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    replica_id_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiiibii(buf, pos)
+    (
+        replica_id_0,
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiiibii(buf, pos)
     pos += 25
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -432,9 +570,24 @@ def _decode_request_v11(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqqi(buf, pos)
             pos += 28
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, -1, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    -1,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                )
+            )
         topics_0.append(FetchRequest.FetchTopic(topic_1, UUID_ZERO, partitions_1))
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
@@ -453,7 +606,7 @@ def _decode_request_v11(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         forgotten_topics_data_0.append(FetchRequest.ForgottenTopic(topic_1, UUID_ZERO, partitions_1_2))
     (_n,) = _unpack_h(buf, pos)
@@ -463,12 +616,36 @@ def _decode_request_v11(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _end = pos + _n
     rack_id_0: str = buf[pos:_end].tobytes().decode()
     pos = _end
-    return FetchRequest(None, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0, rack_id_0), pos
+    return (
+        FetchRequest(
+            None,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+            rack_id_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    replica_id_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiiibii(buf, pos)
+    (
+        replica_id_0,
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiiibii(buf, pos)
     pos += 25
     _n0 = buf[pos]
     pos += 1
@@ -499,13 +676,29 @@ def _decode_request_v12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqiqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                last_fetched_epoch_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqiqi(buf, pos)
             pos += 32
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    last_fetched_epoch_2,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -538,7 +731,7 @@ def _decode_request_v12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -584,12 +777,36 @@ def _decode_request_v12(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 raise _bad_length("cluster_id", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return FetchRequest(cluster_id_0, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0, rack_id_0), pos
+    return (
+        FetchRequest(
+            cluster_id_0,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+            rack_id_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    replica_id_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiiibii(buf, pos)
+    (
+        replica_id_0,
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiiibii(buf, pos)
     pos += 25
     _n0 = buf[pos]
     pos += 1
@@ -612,13 +829,29 @@ def _decode_request_v13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqiqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                last_fetched_epoch_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqiqi(buf, pos)
             pos += 32
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    last_fetched_epoch_2,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -643,7 +876,7 @@ def _decode_request_v13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -689,12 +922,35 @@ def _decode_request_v13(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 raise _bad_length("cluster_id", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return FetchRequest(cluster_id_0, replica_id_0, FetchRequest.ReplicaState(), max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0, rack_id_0), pos
+    return (
+        FetchRequest(
+            cluster_id_0,
+            replica_id_0,
+            FetchRequest.ReplicaState(),
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+            rack_id_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiibii(buf, pos)
+    (
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiibii(buf, pos)
     pos += 21
     _n0 = buf[pos]
     pos += 1
@@ -717,13 +973,29 @@ def _decode_request_v15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqiqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                last_fetched_epoch_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqiqi(buf, pos)
             pos += 32
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    last_fetched_epoch_2,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -748,7 +1020,7 @@ def _decode_request_v15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -805,12 +1077,35 @@ def _decode_request_v15(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 raise _bad_length("replica_state", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return FetchRequest(cluster_id_0, -1, replica_state_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0, rack_id_0), pos
+    return (
+        FetchRequest(
+            cluster_id_0,
+            -1,
+            replica_state_0,
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+            rack_id_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
     _blen = len(buf)
-    max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0 = _unpack_iiibii(buf, pos)
+    (
+        max_wait_ms_0,
+        min_bytes_0,
+        max_bytes_0,
+        isolation_level_0,
+        session_id_0,
+        session_epoch_0,
+    ) = _unpack_iiibii(buf, pos)
     pos += 21
     _n0 = buf[pos]
     pos += 1
@@ -833,7 +1128,14 @@ def _decode_request_v17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchRequest.FetchPartition] = []
         for _ in range(_n1):
-            partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2 = _unpack_iiqiqi(buf, pos)
+            (
+                partition_2,
+                current_leader_epoch_2,
+                fetch_offset_2,
+                last_fetched_epoch_2,
+                log_start_offset_2,
+                partition_max_bytes_2,
+            ) = _unpack_iiqiqi(buf, pos)
             pos += 32
             replica_directory_id_2: uuid.UUID = UUID_ZERO
             _nt2 = buf[pos]
@@ -854,7 +1156,17 @@ def _decode_request_v17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                         raise _bad_length("replica_directory_id", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchRequest.FetchPartition(partition_2, current_leader_epoch_2, fetch_offset_2, last_fetched_epoch_2, log_start_offset_2, partition_max_bytes_2, replica_directory_id_2))
+            partitions_1.append(
+                FetchRequest.FetchPartition(
+                    partition_2,
+                    current_leader_epoch_2,
+                    fetch_offset_2,
+                    last_fetched_epoch_2,
+                    log_start_offset_2,
+                    partition_max_bytes_2,
+                    replica_directory_id_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -879,7 +1191,7 @@ def _decode_request_v17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -936,15 +1248,31 @@ def _decode_request_v17(buf: memoryview, pos: int) -> tuple[FetchRequest, int]:
                 raise _bad_length("replica_state", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return FetchRequest(cluster_id_0, -1, replica_state_0, max_wait_ms_0, min_bytes_0, max_bytes_0, isolation_level_0, session_id_0, session_epoch_0, topics_0, forgotten_topics_data_0, rack_id_0), pos
+    return (
+        FetchRequest(
+            cluster_id_0,
+            -1,
+            replica_state_0,
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            isolation_level_0,
+            session_id_0,
+            session_epoch_0,
+            topics_0,
+            forgotten_topics_data_0,
+            rack_id_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    if (msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0):
-        raise EncodeError("FetchRequest.forgotten_topics_data is set, but this version cannot carry it")
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    if msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0:
+        raise EncodeError("forgotten_topics_data is set, but this version cannot carry it")
     out += _pack_iii(msg.replica_id, msg.max_wait_ms, msg.min_bytes)
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -956,16 +1284,16 @@ def _encode_request_v0(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition, _item2.fetch_offset, _item2.partition_max_bytes)
 
 
 def _encode_request_v3(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    if (msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0):
-        raise EncodeError("FetchRequest.forgotten_topics_data is set, but this version cannot carry it")
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    if msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0:
+        raise EncodeError("forgotten_topics_data is set, but this version cannot carry it")
     out += _pack_iiii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes)
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -977,16 +1305,16 @@ def _encode_request_v3(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition, _item2.fetch_offset, _item2.partition_max_bytes)
 
 
 def _encode_request_v4(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    if (msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0):
-        raise EncodeError("FetchRequest.forgotten_topics_data is set, but this version cannot carry it")
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    if msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0:
+        raise EncodeError("forgotten_topics_data is set, but this version cannot carry it")
     out += _pack_iiiib(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level)
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -998,16 +1326,16 @@ def _encode_request_v4(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition, _item2.fetch_offset, _item2.partition_max_bytes)
 
 
 def _encode_request_v5(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    if (msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0):
-        raise EncodeError("FetchRequest.forgotten_topics_data is set, but this version cannot carry it")
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    if msg.forgotten_topics_data is None or len(msg.forgotten_topics_data) != 0:
+        raise EncodeError("forgotten_topics_data is set, but this version cannot carry it")
     out += _pack_iiiib(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level)
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -1019,15 +1347,25 @@ def _encode_request_v5(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
-            out += _pack_iqqi(_item2.partition, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes)
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
+            out += _pack_iqqi(
+                _item2.partition, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes
+            )
 
 
 def _encode_request_v7(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    out += _pack_iiiibii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    out += _pack_iiiibii(
+        msg.replica_id,
+        msg.max_wait_ms,
+        msg.min_bytes,
+        msg.max_bytes,
+        msg.isolation_level,
+        msg.session_id,
+        msg.session_epoch,
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1038,8 +1376,10 @@ def _encode_request_v7(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
-            out += _pack_iqqi(_item2.partition, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes)
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
+            out += _pack_iqqi(
+                _item2.partition, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes
+            )
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1048,14 +1388,22 @@ def _encode_request_v7(msg: FetchRequest, w: Writer) -> None:
         out += _utf8
         _s1_2: list[int] = _item1_2.partitions
         out += _pack_i(len(_s1_2))
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
 
 
 def _encode_request_v9(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    out += _pack_iiiibii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    out += _pack_iiiibii(
+        msg.replica_id,
+        msg.max_wait_ms,
+        msg.min_bytes,
+        msg.max_bytes,
+        msg.isolation_level,
+        msg.session_id,
+        msg.session_epoch,
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1066,8 +1414,14 @@ def _encode_request_v9(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
-            out += _pack_iiqqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes)
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
+            out += _pack_iiqqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1076,14 +1430,22 @@ def _encode_request_v9(msg: FetchRequest, w: Writer) -> None:
         out += _utf8
         _s1_2: list[int] = _item1_2.partitions
         out += _pack_i(len(_s1_2))
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
 
 
 def _encode_request_v11(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    out += _pack_iiiibii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    out += _pack_iiiibii(
+        msg.replica_id,
+        msg.max_wait_ms,
+        msg.min_bytes,
+        msg.max_bytes,
+        msg.isolation_level,
+        msg.session_id,
+        msg.session_epoch,
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1094,8 +1456,14 @@ def _encode_request_v11(msg: FetchRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.last_fetched_epoch != -1:
-                raise EncodeError("FetchRequest.FetchPartition.last_fetched_epoch is set, but this version cannot carry it")
-            out += _pack_iiqqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.log_start_offset, _item2.partition_max_bytes)
+                raise EncodeError("last_fetched_epoch is set, but this version cannot carry it")
+            out += _pack_iiqqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1104,7 +1472,7 @@ def _encode_request_v11(msg: FetchRequest, w: Writer) -> None:
         out += _utf8
         _s1_2: list[int] = _item1_2.partitions
         out += _pack_i(len(_s1_2))
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
     _utf8 = msg.rack_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -1112,9 +1480,17 @@ def _encode_request_v11(msg: FetchRequest, w: Writer) -> None:
 
 def _encode_request_v12(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    out += _pack_iiiibii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    out += _pack_iiiibii(
+        msg.replica_id,
+        msg.max_wait_ms,
+        msg.min_bytes,
+        msg.max_bytes,
+        msg.isolation_level,
+        msg.session_id,
+        msg.session_epoch,
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     _n = len(_s0) + 1
     if _n < 128:
@@ -1136,7 +1512,14 @@ def _encode_request_v12(msg: FetchRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiqiqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.last_fetched_epoch, _item2.log_start_offset, _item2.partition_max_bytes)
+            out += _pack_iiqiqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.last_fetched_epoch,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
@@ -1159,7 +1542,7 @@ def _encode_request_v12(msg: FetchRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
         out.append(0)  # no tagged fields
     _utf8 = msg.rack_id.encode()
     _n = len(_utf8) + 1
@@ -1185,16 +1568,24 @@ def _encode_request_v12(msg: FetchRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
 
 def _encode_request_v13(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
-        raise EncodeError("FetchRequest.replica_state is set, but this version cannot carry it")
-    out += _pack_iiiibii(msg.replica_id, msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
+        raise EncodeError("replica_state is set, but this version cannot carry it")
+    out += _pack_iiiibii(
+        msg.replica_id,
+        msg.max_wait_ms,
+        msg.min_bytes,
+        msg.max_bytes,
+        msg.isolation_level,
+        msg.session_id,
+        msg.session_epoch,
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     _n = len(_s0) + 1
     if _n < 128:
@@ -1210,7 +1601,14 @@ def _encode_request_v13(msg: FetchRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiqiqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.last_fetched_epoch, _item2.log_start_offset, _item2.partition_max_bytes)
+            out += _pack_iiqiqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.last_fetched_epoch,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
@@ -1227,7 +1625,7 @@ def _encode_request_v13(msg: FetchRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
         out.append(0)  # no tagged fields
     _utf8: bytes = msg.rack_id.encode()
     _n = len(_utf8) + 1
@@ -1253,7 +1651,7 @@ def _encode_request_v13(msg: FetchRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -1261,8 +1659,10 @@ def _encode_request_v13(msg: FetchRequest, w: Writer) -> None:
 def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
     if msg.replica_id != -1:
-        raise EncodeError("FetchRequest.replica_id is set, but this version cannot carry it")
-    out += _pack_iiibii(msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+        raise EncodeError("replica_id is set, but this version cannot carry it")
+    out += _pack_iiibii(
+        msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     _n = len(_s0) + 1
     if _n < 128:
@@ -1278,7 +1678,14 @@ def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiqiqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.last_fetched_epoch, _item2.log_start_offset, _item2.partition_max_bytes)
+            out += _pack_iiqiqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.last_fetched_epoch,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
@@ -1295,7 +1702,7 @@ def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
         out.append(0)  # no tagged fields
     _utf8: bytes = msg.rack_id.encode()
     _n = len(_utf8) + 1
@@ -1307,7 +1714,7 @@ def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
     _nt0: int = 0
     if msg.cluster_id is not None:
         _nt0 += 1
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
         _nt0 += 1
     out.append(_nt0)
     if msg.cluster_id is not None:
@@ -1323,15 +1730,15 @@ def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
         _tagged0 = bytearray()
         _obj1: FetchRequest.ReplicaState = msg.replica_state
         _tagged0 += _pack_iq(_obj1.replica_id, _obj1.replica_epoch)
         _tagged0.append(0)  # no tagged fields
-        out += b'\x01'
+        out += b"\x01"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -1339,8 +1746,10 @@ def _encode_request_v15(msg: FetchRequest, w: Writer) -> None:
 def _encode_request_v17(msg: FetchRequest, w: Writer) -> None:
     out = w.buf
     if msg.replica_id != -1:
-        raise EncodeError("FetchRequest.replica_id is set, but this version cannot carry it")
-    out += _pack_iiibii(msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch)
+        raise EncodeError("replica_id is set, but this version cannot carry it")
+    out += _pack_iiibii(
+        msg.max_wait_ms, msg.min_bytes, msg.max_bytes, msg.isolation_level, msg.session_id, msg.session_epoch
+    )
     _s0: list[FetchRequest.FetchTopic] = msg.topics
     _n = len(_s0) + 1
     if _n < 128:
@@ -1356,13 +1765,20 @@ def _encode_request_v17(msg: FetchRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiqiqi(_item2.partition, _item2.current_leader_epoch, _item2.fetch_offset, _item2.last_fetched_epoch, _item2.log_start_offset, _item2.partition_max_bytes)
+            out += _pack_iiqiqi(
+                _item2.partition,
+                _item2.current_leader_epoch,
+                _item2.fetch_offset,
+                _item2.last_fetched_epoch,
+                _item2.log_start_offset,
+                _item2.partition_max_bytes,
+            )
             _nt2: int = 0
             if _item2.replica_directory_id != UUID_ZERO:
                 _nt2 += 1
             out.append(_nt2)
             if _item2.replica_directory_id != UUID_ZERO:
-                out += b'\x00\x10'
+                out += b"\x00\x10"
                 out += _pack_u(_item2.replica_directory_id.bytes)
         out.append(0)  # no tagged fields
     _s0_2: list[FetchRequest.ForgottenTopic] = msg.forgotten_topics_data
@@ -1379,7 +1795,7 @@ def _encode_request_v17(msg: FetchRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
         out.append(0)  # no tagged fields
     _utf8: bytes = msg.rack_id.encode()
     _n = len(_utf8) + 1
@@ -1391,7 +1807,7 @@ def _encode_request_v17(msg: FetchRequest, w: Writer) -> None:
     _nt0: int = 0
     if msg.cluster_id is not None:
         _nt0 += 1
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
         _nt0 += 1
     out.append(_nt0)
     if msg.cluster_id is not None:
@@ -1407,15 +1823,15 @@ def _encode_request_v17(msg: FetchRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
-    if msg.replica_state != _DEFAULT_FetchRequest_ReplicaState:
+    if msg.replica_state.replica_id != -1 or msg.replica_state.replica_epoch != -1:
         _tagged0 = bytearray()
         _obj1: FetchRequest.ReplicaState = msg.replica_state
         _tagged0 += _pack_iq(_obj1.replica_id, _obj1.replica_epoch)
         _tagged0.append(0)  # no tagged fields
-        out += b'\x01'
+        out += b"\x01"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -1453,7 +1869,21 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, -1, -1, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), [], -1, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    -1,
+                    -1,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    [],
+                    -1,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(0, 0, 0, responses_0), pos
 
@@ -1493,7 +1923,21 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, -1, -1, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), [], -1, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    -1,
+                    -1,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    [],
+                    -1,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(throttle_time_ms_0, 0, 0, responses_0), pos
 
@@ -1534,7 +1978,9 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 for _ in range(_n2):
                     producer_id_3, first_offset_3 = _unpack_qq(buf, pos)
                     pos += 16
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (_n,) = _unpack_i(buf, pos)
             pos += 4
             if _n == -1:
@@ -1545,7 +1991,21 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, -1, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), aborted_transactions_2, -1, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    -1,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    aborted_transactions_2,
+                    -1,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(throttle_time_ms_0, 0, 0, responses_0), pos
 
@@ -1573,7 +2033,13 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
@@ -1586,7 +2052,9 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 for _ in range(_n2):
                     producer_id_3, first_offset_3 = _unpack_qq(buf, pos)
                     pos += 16
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (_n,) = _unpack_i(buf, pos)
             pos += 4
             if _n == -1:
@@ -1597,7 +2065,21 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), aborted_transactions_2, -1, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    aborted_transactions_2,
+                    -1,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(throttle_time_ms_0, 0, 0, responses_0), pos
 
@@ -1625,7 +2107,13 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
@@ -1638,7 +2126,9 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 for _ in range(_n2):
                     producer_id_3, first_offset_3 = _unpack_qq(buf, pos)
                     pos += 16
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (_n,) = _unpack_i(buf, pos)
             pos += 4
             if _n == -1:
@@ -1649,7 +2139,21 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[FetchResponse, int]:
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), aborted_transactions_2, -1, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    aborted_transactions_2,
+                    -1,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(throttle_time_ms_0, error_code_0, session_id_0, responses_0), pos
 
@@ -1677,7 +2181,13 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
@@ -1690,7 +2200,9 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                 for _ in range(_n2):
                     producer_id_3, first_offset_3 = _unpack_qq(buf, pos)
                     pos += 16
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (preferred_read_replica_2,) = _unpack_i(buf, pos)
             pos += 4
             (_n,) = _unpack_i(buf, pos)
@@ -1703,7 +2215,21 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                 _end = pos + _n
                 records_2 = buf[pos:_end]
                 pos = _end
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, FetchResponse.EpochEndOffset(), FetchResponse.LeaderIdAndEpoch(), FetchResponse.SnapshotId(), aborted_transactions_2, preferred_read_replica_2, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    FetchResponse.EpochEndOffset(),
+                    FetchResponse.LeaderIdAndEpoch(),
+                    FetchResponse.SnapshotId(),
+                    aborted_transactions_2,
+                    preferred_read_replica_2,
+                    records_2,
+                )
+            )
         responses_0.append(FetchResponse.FetchableTopicResponse(topic_1, UUID_ZERO, partitions_1))
     return FetchResponse(throttle_time_ms_0, error_code_0, session_id_0, responses_0), pos
 
@@ -1741,7 +2267,13 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             _n2 = buf[pos]
             pos += 1
@@ -1761,13 +2293,20 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         pos = _skip_tagged_fields(buf, pos)
                     else:
                         pos += 1
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (preferred_read_replica_2,) = _unpack_i(buf, pos)
             pos += 4
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 records_2: Records = None
             else:
@@ -1821,7 +2360,21 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         raise _bad_length("snapshot_id", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, diverging_epoch_2, current_leader_2, snapshot_id_2, aborted_transactions_2, preferred_read_replica_2, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    diverging_epoch_2,
+                    current_leader_2,
+                    snapshot_id_2,
+                    aborted_transactions_2,
+                    preferred_read_replica_2,
+                    records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -1859,7 +2412,13 @@ def _decode_response_v13(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             _n2 = buf[pos]
             pos += 1
@@ -1879,13 +2438,20 @@ def _decode_response_v13(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         pos = _skip_tagged_fields(buf, pos)
                     else:
                         pos += 1
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (preferred_read_replica_2,) = _unpack_i(buf, pos)
             pos += 4
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 records_2: Records = None
             else:
@@ -1939,7 +2505,21 @@ def _decode_response_v13(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         raise _bad_length("snapshot_id", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, diverging_epoch_2, current_leader_2, snapshot_id_2, aborted_transactions_2, preferred_read_replica_2, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    diverging_epoch_2,
+                    current_leader_2,
+                    snapshot_id_2,
+                    aborted_transactions_2,
+                    preferred_read_replica_2,
+                    records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -1977,7 +2557,13 @@ def _decode_response_v16(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
             raise _bad_length("partitions", _n1)
         partitions_1: list[FetchResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                high_watermark_2,
+                last_stable_offset_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             _n2 = buf[pos]
             pos += 1
@@ -1997,13 +2583,20 @@ def _decode_response_v16(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         pos = _skip_tagged_fields(buf, pos)
                     else:
                         pos += 1
-                    aborted_transactions_2.append(FetchResponse.AbortedTransaction(producer_id_3, first_offset_3))
+                    aborted_transactions_2.append(
+                        FetchResponse.AbortedTransaction(producer_id_3, first_offset_3)
+                    )
             (preferred_read_replica_2,) = _unpack_i(buf, pos)
             pos += 4
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 records_2: Records = None
             else:
@@ -2057,7 +2650,21 @@ def _decode_response_v16(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
                         raise _bad_length("snapshot_id", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchResponse.PartitionData(partition_index_2, error_code_2, high_watermark_2, last_stable_offset_2, log_start_offset_2, diverging_epoch_2, current_leader_2, snapshot_id_2, aborted_transactions_2, preferred_read_replica_2, records_2))
+            partitions_1.append(
+                FetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    high_watermark_2,
+                    last_stable_offset_2,
+                    log_start_offset_2,
+                    diverging_epoch_2,
+                    current_leader_2,
+                    snapshot_id_2,
+                    aborted_transactions_2,
+                    preferred_read_replica_2,
+                    records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -2126,9 +2733,9 @@ def _decode_response_v16(buf: memoryview, pos: int) -> tuple[FetchResponse, int]
 def _encode_response_v0(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
     if msg.session_id != 0:
-        raise EncodeError("FetchResponse.session_id is set, but this version cannot carry it")
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+        raise EncodeError("session_id is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -2138,14 +2745,14 @@ def _encode_response_v0(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
             if _item2.preferred_read_replica != -1:
-                raise EncodeError("FetchResponse.PartitionData.preferred_read_replica is set, but this version cannot carry it")
+                raise EncodeError("preferred_read_replica is set, but this version cannot carry it")
             out += _pack_ihq(_item2.partition_index, _item2.error_code, _item2.high_watermark)
             _write_records(w, _item2.records, False, True)
 
@@ -2153,9 +2760,9 @@ def _encode_response_v0(msg: FetchResponse, w: Writer) -> None:
 def _encode_response_v1(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
     if msg.session_id != 0:
-        raise EncodeError("FetchResponse.session_id is set, but this version cannot carry it")
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+        raise EncodeError("session_id is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
@@ -2166,14 +2773,14 @@ def _encode_response_v1(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
             if _item2.preferred_read_replica != -1:
-                raise EncodeError("FetchResponse.PartitionData.preferred_read_replica is set, but this version cannot carry it")
+                raise EncodeError("preferred_read_replica is set, but this version cannot carry it")
             out += _pack_ihq(_item2.partition_index, _item2.error_code, _item2.high_watermark)
             _write_records(w, _item2.records, False, True)
 
@@ -2181,9 +2788,9 @@ def _encode_response_v1(msg: FetchResponse, w: Writer) -> None:
 def _encode_response_v4(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
     if msg.session_id != 0:
-        raise EncodeError("FetchResponse.session_id is set, but this version cannot carry it")
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+        raise EncodeError("session_id is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
@@ -2194,18 +2801,20 @@ def _encode_response_v4(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
             if _item2.preferred_read_replica != -1:
-                raise EncodeError("FetchResponse.PartitionData.preferred_read_replica is set, but this version cannot carry it")
-            out += _pack_ihqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset)
+                raise EncodeError("preferred_read_replica is set, but this version cannot carry it")
+            out += _pack_ihqq(
+                _item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
-                out += b'\xff\xff\xff\xff'
+                out += b"\xff\xff\xff\xff"
             else:
                 out += _pack_i(len(_s2))
                 for _item3 in _s2:
@@ -2216,9 +2825,9 @@ def _encode_response_v4(msg: FetchResponse, w: Writer) -> None:
 def _encode_response_v5(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
     if msg.session_id != 0:
-        raise EncodeError("FetchResponse.session_id is set, but this version cannot carry it")
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+        raise EncodeError("session_id is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
@@ -2229,18 +2838,24 @@ def _encode_response_v5(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
             if _item2.preferred_read_replica != -1:
-                raise EncodeError("FetchResponse.PartitionData.preferred_read_replica is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+                raise EncodeError("preferred_read_replica is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
-                out += b'\xff\xff\xff\xff'
+                out += b"\xff\xff\xff\xff"
             else:
                 out += _pack_i(len(_s2))
                 for _item3 in _s2:
@@ -2250,8 +2865,8 @@ def _encode_response_v5(msg: FetchResponse, w: Writer) -> None:
 
 def _encode_response_v7(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.session_id)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
@@ -2262,18 +2877,24 @@ def _encode_response_v7(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
             if _item2.preferred_read_replica != -1:
-                raise EncodeError("FetchResponse.PartitionData.preferred_read_replica is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+                raise EncodeError("preferred_read_replica is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
-                out += b'\xff\xff\xff\xff'
+                out += b"\xff\xff\xff\xff"
             else:
                 out += _pack_i(len(_s2))
                 for _item3 in _s2:
@@ -2283,8 +2904,8 @@ def _encode_response_v7(msg: FetchResponse, w: Writer) -> None:
 
 def _encode_response_v11(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.session_id)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     out += _pack_i(len(_s0))
@@ -2295,16 +2916,22 @@ def _encode_response_v11(msg: FetchResponse, w: Writer) -> None:
         _s1: list[FetchResponse.PartitionData] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
-                raise EncodeError("FetchResponse.PartitionData.diverging_epoch is set, but this version cannot carry it")
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
-                raise EncodeError("FetchResponse.PartitionData.current_leader is set, but this version cannot carry it")
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
-                raise EncodeError("FetchResponse.PartitionData.snapshot_id is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
+                raise EncodeError("diverging_epoch is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
+                raise EncodeError("snapshot_id is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
-                out += b'\xff\xff\xff\xff'
+                out += b"\xff\xff\xff\xff"
             else:
                 out += _pack_i(len(_s2))
                 for _item3 in _s2:
@@ -2315,8 +2942,8 @@ def _encode_response_v11(msg: FetchResponse, w: Writer) -> None:
 
 def _encode_response_v12(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.session_id)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     _n = len(_s0) + 1
@@ -2339,7 +2966,13 @@ def _encode_response_v12(msg: FetchResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
                 out.append(0)
@@ -2355,35 +2988,35 @@ def _encode_response_v12(msg: FetchResponse, w: Writer) -> None:
             out += _pack_i(_item2.preferred_read_replica)
             _write_records(w, _item2.records, True, True)
             _nt2: int = 0
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _nt2 += 1
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _nt2 += 1
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _tagged2: bytearray = bytearray()
                 _obj3: FetchResponse.EpochEndOffset = _item2.diverging_epoch
                 _tagged2 += _pack_iq(_obj3.epoch, _obj3.end_offset)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_2: FetchResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3_2.leader_id, _obj3_2.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x01'
+                out += b"\x01"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_3: FetchResponse.SnapshotId = _item2.snapshot_id
                 _tagged2 += _pack_qi(_obj3_3.end_offset, _obj3_3.epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x02'
+                out += b"\x02"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
@@ -2392,8 +3025,8 @@ def _encode_response_v12(msg: FetchResponse, w: Writer) -> None:
 
 def _encode_response_v13(msg: FetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.session_id)
     _s0: list[FetchResponse.FetchableTopicResponse] = msg.responses
     _n = len(_s0) + 1
@@ -2410,7 +3043,13 @@ def _encode_response_v13(msg: FetchResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
                 out.append(0)
@@ -2426,35 +3065,35 @@ def _encode_response_v13(msg: FetchResponse, w: Writer) -> None:
             out += _pack_i(_item2.preferred_read_replica)
             _write_records(w, _item2.records, True, True)
             _nt2: int = 0
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _nt2 += 1
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _nt2 += 1
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _tagged2: bytearray = bytearray()
                 _obj3: FetchResponse.EpochEndOffset = _item2.diverging_epoch
                 _tagged2 += _pack_iq(_obj3.epoch, _obj3.end_offset)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_2: FetchResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3_2.leader_id, _obj3_2.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x01'
+                out += b"\x01"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_3: FetchResponse.SnapshotId = _item2.snapshot_id
                 _tagged2 += _pack_qi(_obj3_3.end_offset, _obj3_3.epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x02'
+                out += b"\x02"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
@@ -2479,7 +3118,13 @@ def _encode_response_v16(msg: FetchResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihqqq(_item2.partition_index, _item2.error_code, _item2.high_watermark, _item2.last_stable_offset, _item2.log_start_offset)
+            out += _pack_ihqqq(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.high_watermark,
+                _item2.last_stable_offset,
+                _item2.log_start_offset,
+            )
             _s2: list[FetchResponse.AbortedTransaction] | None = _item2.aborted_transactions
             if _s2 is None:
                 out.append(0)
@@ -2495,43 +3140,43 @@ def _encode_response_v16(msg: FetchResponse, w: Writer) -> None:
             out += _pack_i(_item2.preferred_read_replica)
             _write_records(w, _item2.records, True, True)
             _nt2: int = 0
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _nt2 += 1
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _nt2 += 1
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.diverging_epoch != _DEFAULT_FetchResponse_EpochEndOffset:
+            if _item2.diverging_epoch.epoch != -1 or _item2.diverging_epoch.end_offset != -1:
                 _tagged2: bytearray = bytearray()
                 _obj3: FetchResponse.EpochEndOffset = _item2.diverging_epoch
                 _tagged2 += _pack_iq(_obj3.epoch, _obj3.end_offset)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.current_leader != _DEFAULT_FetchResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_2: FetchResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3_2.leader_id, _obj3_2.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x01'
+                out += b"\x01"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
-            if _item2.snapshot_id != _DEFAULT_FetchResponse_SnapshotId:
+            if _item2.snapshot_id.end_offset != -1 or _item2.snapshot_id.epoch != -1:
                 _tagged2 = bytearray()
                 _obj3_3: FetchResponse.SnapshotId = _item2.snapshot_id
                 _tagged2 += _pack_qi(_obj3_3.end_offset, _obj3_3.epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x02'
+                out += b"\x02"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[FetchResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -2561,7 +3206,7 @@ def _encode_response_v16(msg: FetchResponse, w: Writer) -> None:
                     _tagged0 += _compact_length(_n, "rack")
                 _tagged0 += _utf8
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -2655,11 +3300,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FetchRequest, int]:
-    """Decode a Fetch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Fetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Fetch request v{version} is not supported (v0-17)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -2671,11 +3314,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FetchReques
 
 
 def encode_request(msg: FetchRequest, version: int, w: Writer) -> None:
-    """Append the Fetch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Fetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Fetch request v{version} is not supported (v0-17)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -2685,11 +3326,9 @@ def encode_request(msg: FetchRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FetchResponse, int]:
-    """Decode a Fetch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Fetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Fetch response v{version} is not supported (v0-17)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -2701,11 +3340,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FetchRespo
 
 
 def encode_response(msg: FetchResponse, version: int, w: Writer) -> None:
-    """Append the Fetch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Fetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Fetch response v{version} is not supported (v0-17)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

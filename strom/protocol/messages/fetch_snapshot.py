@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,22 +12,21 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
     Records,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
-    write_records as _write_records,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
+from strom.protocol.primitives import write_records as _write_records
 
 API_KEY = 59
 API_NAME = "FetchSnapshot"
@@ -68,7 +66,10 @@ class FetchSnapshotRequest:
     class PartitionSnapshot:
         partition: int = 0  # v0+
         current_leader_epoch: int = 0  # v0+
-        snapshot_id: FetchSnapshotRequest.SnapshotId = field(default_factory=lambda: FetchSnapshotRequest.SnapshotId())  # v0+
+        # v0+
+        snapshot_id: FetchSnapshotRequest.SnapshotId = field(
+            default_factory=lambda: FetchSnapshotRequest.SnapshotId()
+        )
         position: int = 0  # v0+
         replica_directory_id: uuid.UUID = UUID_ZERO  # v1+, tag 0 in v1+, ignorable
 
@@ -99,8 +100,14 @@ class FetchSnapshotResponse:
     class PartitionSnapshot:
         index: int = 0  # v0+
         error_code: int = 0  # v0+
-        snapshot_id: FetchSnapshotResponse.SnapshotId = field(default_factory=lambda: FetchSnapshotResponse.SnapshotId())  # v0+
-        current_leader: FetchSnapshotResponse.LeaderIdAndEpoch = field(default_factory=lambda: FetchSnapshotResponse.LeaderIdAndEpoch())  # v0+, tag 0 in v0+
+        # v0+
+        snapshot_id: FetchSnapshotResponse.SnapshotId = field(
+            default_factory=lambda: FetchSnapshotResponse.SnapshotId()
+        )
+        # v0+, tag 0 in v0+
+        current_leader: FetchSnapshotResponse.LeaderIdAndEpoch = field(
+            default_factory=lambda: FetchSnapshotResponse.LeaderIdAndEpoch()
+        )
         size: int = 0  # v0+
         position: int = 0  # v0+
         unaligned_records: Records = None  # v0+
@@ -119,11 +126,8 @@ class FetchSnapshotResponse:
     throttle_time_ms: int = 0  # v0+, ignorable
     error_code: int = 0  # v0+
     topics: list[FetchSnapshotResponse.TopicSnapshot] = field(default_factory=list)  # v0+
-    node_endpoints: list[FetchSnapshotResponse.NodeEndpoint] = field(default_factory=list)  # v1+, tag 0 in v1+
-
-
-# Default instances that tagged and version-dependent fields are compared against.
-_DEFAULT_FetchSnapshotResponse_LeaderIdAndEpoch = FetchSnapshotResponse.LeaderIdAndEpoch()
+    # v1+, tag 0 in v1+
+    node_endpoints: list[FetchSnapshotResponse.NodeEndpoint] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[FetchSnapshotRequest, int]:
@@ -167,14 +171,20 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[FetchSnapshotRequest,
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            snapshot_id_2: FetchSnapshotRequest.SnapshotId = FetchSnapshotRequest.SnapshotId(end_offset_3, epoch_3)
+            snapshot_id_2: FetchSnapshotRequest.SnapshotId = FetchSnapshotRequest.SnapshotId(
+                end_offset_3, epoch_3
+            )
             (position_2,) = _unpack_q(buf, pos)
             pos += 8
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(FetchSnapshotRequest.PartitionSnapshot(partition_2, current_leader_epoch_2, snapshot_id_2, position_2))
+            partitions_1.append(
+                FetchSnapshotRequest.PartitionSnapshot(
+                    partition_2, current_leader_epoch_2, snapshot_id_2, position_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -252,7 +262,9 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRequest,
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            snapshot_id_2: FetchSnapshotRequest.SnapshotId = FetchSnapshotRequest.SnapshotId(end_offset_3, epoch_3)
+            snapshot_id_2: FetchSnapshotRequest.SnapshotId = FetchSnapshotRequest.SnapshotId(
+                end_offset_3, epoch_3
+            )
             (position_2,) = _unpack_q(buf, pos)
             pos += 8
             replica_directory_id_2: uuid.UUID = UUID_ZERO
@@ -274,7 +286,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRequest,
                         raise _bad_length("replica_directory_id", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchSnapshotRequest.PartitionSnapshot(partition_2, current_leader_epoch_2, snapshot_id_2, position_2, replica_directory_id_2))
+            partitions_1.append(
+                FetchSnapshotRequest.PartitionSnapshot(
+                    partition_2, current_leader_epoch_2, snapshot_id_2, position_2, replica_directory_id_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -359,7 +375,7 @@ def _encode_request_v0(msg: FetchSnapshotRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -398,7 +414,7 @@ def _encode_request_v1(msg: FetchSnapshotRequest, w: Writer) -> None:
                 _nt2 += 1
             out.append(_nt2)
             if _item2.replica_directory_id != UUID_ZERO:
-                out += b'\x00\x10'
+                out += b"\x00\x10"
                 out += _pack_u(_item2.replica_directory_id.bytes)
         out.append(0)  # no tagged fields
     _nt0: int = 0
@@ -418,7 +434,7 @@ def _encode_request_v1(msg: FetchSnapshotRequest, w: Writer) -> None:
             else:
                 _tagged0 += _compact_length(_n, "cluster_id")
             _tagged0 += _utf8
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -464,13 +480,20 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            snapshot_id_2: FetchSnapshotResponse.SnapshotId = FetchSnapshotResponse.SnapshotId(end_offset_3, epoch_3)
+            snapshot_id_2: FetchSnapshotResponse.SnapshotId = FetchSnapshotResponse.SnapshotId(
+                end_offset_3, epoch_3
+            )
             size_2, position_2 = _unpack_qq(buf, pos)
             pos += 16
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 raise _null_not_allowed("unaligned_records")
             _end = pos + _n - 1
@@ -478,7 +501,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                 raise _bad_length("unaligned_records", _n - 1)
             unaligned_records_2: Records = buf[pos:_end]
             pos = _end
-            current_leader_2: FetchSnapshotResponse.LeaderIdAndEpoch = FetchSnapshotResponse.LeaderIdAndEpoch()
+            current_leader_2: FetchSnapshotResponse.LeaderIdAndEpoch = (
+                FetchSnapshotResponse.LeaderIdAndEpoch()
+            )
             _nt2 = buf[pos]
             pos += 1
             if _nt2 > 127:
@@ -501,7 +526,17 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                         raise _bad_length("current_leader", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchSnapshotResponse.PartitionSnapshot(index_2, error_code_2, snapshot_id_2, current_leader_2, size_2, position_2, unaligned_records_2))
+            partitions_1.append(
+                FetchSnapshotResponse.PartitionSnapshot(
+                    index_2,
+                    error_code_2,
+                    snapshot_id_2,
+                    current_leader_2,
+                    size_2,
+                    position_2,
+                    unaligned_records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -555,13 +590,20 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            snapshot_id_2: FetchSnapshotResponse.SnapshotId = FetchSnapshotResponse.SnapshotId(end_offset_3, epoch_3)
+            snapshot_id_2: FetchSnapshotResponse.SnapshotId = FetchSnapshotResponse.SnapshotId(
+                end_offset_3, epoch_3
+            )
             size_2, position_2 = _unpack_qq(buf, pos)
             pos += 16
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 raise _null_not_allowed("unaligned_records")
             _end = pos + _n - 1
@@ -569,7 +611,9 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                 raise _bad_length("unaligned_records", _n - 1)
             unaligned_records_2: Records = buf[pos:_end]
             pos = _end
-            current_leader_2: FetchSnapshotResponse.LeaderIdAndEpoch = FetchSnapshotResponse.LeaderIdAndEpoch()
+            current_leader_2: FetchSnapshotResponse.LeaderIdAndEpoch = (
+                FetchSnapshotResponse.LeaderIdAndEpoch()
+            )
             _nt2 = buf[pos]
             pos += 1
             if _nt2 > 127:
@@ -592,7 +636,17 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
                         raise _bad_length("current_leader", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partitions_1.append(FetchSnapshotResponse.PartitionSnapshot(index_2, error_code_2, snapshot_id_2, current_leader_2, size_2, position_2, unaligned_records_2))
+            partitions_1.append(
+                FetchSnapshotResponse.PartitionSnapshot(
+                    index_2,
+                    error_code_2,
+                    snapshot_id_2,
+                    current_leader_2,
+                    size_2,
+                    position_2,
+                    unaligned_records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -648,8 +702,8 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FetchSnapshotRespons
 
 def _encode_response_v0(msg: FetchSnapshotResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("FetchSnapshotResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _s0: list[FetchSnapshotResponse.TopicSnapshot] = msg.topics
     _n = len(_s0) + 1
@@ -679,15 +733,15 @@ def _encode_response_v0(msg: FetchSnapshotResponse, w: Writer) -> None:
             out += _pack_qq(_item2.size, _item2.position)
             _write_records(w, _item2.unaligned_records, True, False)
             _nt2: int = 0
-            if _item2.current_leader != _DEFAULT_FetchSnapshotResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != 0 or _item2.current_leader.leader_epoch != 0:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.current_leader != _DEFAULT_FetchSnapshotResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != 0 or _item2.current_leader.leader_epoch != 0:
                 _tagged2: bytearray = bytearray()
                 _obj3_2: FetchSnapshotResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3_2.leader_id, _obj3_2.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
@@ -725,23 +779,23 @@ def _encode_response_v1(msg: FetchSnapshotResponse, w: Writer) -> None:
             out += _pack_qq(_item2.size, _item2.position)
             _write_records(w, _item2.unaligned_records, True, False)
             _nt2: int = 0
-            if _item2.current_leader != _DEFAULT_FetchSnapshotResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != 0 or _item2.current_leader.leader_epoch != 0:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.current_leader != _DEFAULT_FetchSnapshotResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != 0 or _item2.current_leader.leader_epoch != 0:
                 _tagged2: bytearray = bytearray()
                 _obj3_2: FetchSnapshotResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3_2.leader_id, _obj3_2.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[FetchSnapshotResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -760,7 +814,7 @@ def _encode_response_v1(msg: FetchSnapshotResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_H(_item1_2.port)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -790,11 +844,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FetchSnapshotRequest, int]:
-    """Decode a FetchSnapshot request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FetchSnapshot request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FetchSnapshot request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -806,11 +858,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FetchSnapsh
 
 
 def encode_request(msg: FetchSnapshotRequest, version: int, w: Writer) -> None:
-    """Append the FetchSnapshot request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FetchSnapshot request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FetchSnapshot request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -820,11 +870,9 @@ def encode_request(msg: FetchSnapshotRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FetchSnapshotResponse, int]:
-    """Decode a FetchSnapshot response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FetchSnapshot response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FetchSnapshot response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -836,11 +884,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FetchSnaps
 
 
 def encode_response(msg: FetchSnapshotResponse, version: int, w: Writer) -> None:
-    """Append the FetchSnapshot response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FetchSnapshot response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FetchSnapshot response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

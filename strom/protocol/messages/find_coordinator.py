@@ -5,7 +5,6 @@
 versions 0-6.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 10
 API_NAME = "FindCoordinator"
@@ -156,9 +154,9 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[FindCoordinatorReques
 def _encode_request_v0(msg: FindCoordinatorRequest, w: Writer) -> None:
     out = w.buf
     if msg.key_type != 0:
-        raise EncodeError("FindCoordinatorRequest.key_type is set, but this version cannot carry it")
-    if (msg.coordinator_keys is None or len(msg.coordinator_keys) != 0):
-        raise EncodeError("FindCoordinatorRequest.coordinator_keys is set, but this version cannot carry it")
+        raise EncodeError("key_type is set, but this version cannot carry it")
+    if msg.coordinator_keys is None or len(msg.coordinator_keys) != 0:
+        raise EncodeError("coordinator_keys is set, but this version cannot carry it")
     _utf8: bytes = msg.key.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -166,8 +164,8 @@ def _encode_request_v0(msg: FindCoordinatorRequest, w: Writer) -> None:
 
 def _encode_request_v1(msg: FindCoordinatorRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.coordinator_keys is None or len(msg.coordinator_keys) != 0):
-        raise EncodeError("FindCoordinatorRequest.coordinator_keys is set, but this version cannot carry it")
+    if msg.coordinator_keys is None or len(msg.coordinator_keys) != 0:
+        raise EncodeError("coordinator_keys is set, but this version cannot carry it")
     _utf8: bytes = msg.key.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -176,8 +174,8 @@ def _encode_request_v1(msg: FindCoordinatorRequest, w: Writer) -> None:
 
 def _encode_request_v3(msg: FindCoordinatorRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.coordinator_keys is None or len(msg.coordinator_keys) != 0):
-        raise EncodeError("FindCoordinatorRequest.coordinator_keys is set, but this version cannot carry it")
+    if msg.coordinator_keys is None or len(msg.coordinator_keys) != 0:
+        raise EncodeError("coordinator_keys is set, but this version cannot carry it")
     _utf8: bytes = msg.key.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -192,7 +190,7 @@ def _encode_request_v3(msg: FindCoordinatorRequest, w: Writer) -> None:
 def _encode_request_v4(msg: FindCoordinatorRequest, w: Writer) -> None:
     out = w.buf
     if msg.key != "":
-        raise EncodeError("FindCoordinatorRequest.key is set, but this version cannot carry it")
+        raise EncodeError("key is set, but this version cannot carry it")
     out += _pack_b(msg.key_type)
     _s0: list[str] = msg.coordinator_keys
     _n = len(_s0) + 1
@@ -252,7 +250,10 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[FindCoordinatorRespo
     pos = _end
     (port_0,) = _unpack_i(buf, pos)
     pos += 4
-    return FindCoordinatorResponse(throttle_time_ms_0, error_code_0, error_message_0, node_id_0, host_0, port_0), pos
+    return (
+        FindCoordinatorResponse(throttle_time_ms_0, error_code_0, error_message_0, node_id_0, host_0, port_0),
+        pos,
+    )
 
 
 def _decode_response_v3(buf: memoryview, pos: int) -> tuple[FindCoordinatorResponse, int]:
@@ -290,7 +291,10 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[FindCoordinatorRespo
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return FindCoordinatorResponse(throttle_time_ms_0, error_code_0, error_message_0, node_id_0, host_0, port_0), pos
+    return (
+        FindCoordinatorResponse(throttle_time_ms_0, error_code_0, error_message_0, node_id_0, host_0, port_0),
+        pos,
+    )
 
 
 def _decode_response_v4(buf: memoryview, pos: int) -> tuple[FindCoordinatorResponse, int]:
@@ -348,7 +352,11 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[FindCoordinatorRespo
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        coordinators_0.append(FindCoordinatorResponse.Coordinator(key_1, node_id_1, host_1, port_1, error_code_1, error_message_1))
+        coordinators_0.append(
+            FindCoordinatorResponse.Coordinator(
+                key_1, node_id_1, host_1, port_1, error_code_1, error_message_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -358,8 +366,8 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[FindCoordinatorRespo
 
 def _encode_response_v0(msg: FindCoordinatorResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.coordinators is None or len(msg.coordinators) != 0):
-        raise EncodeError("FindCoordinatorResponse.coordinators is set, but this version cannot carry it")
+    if msg.coordinators is None or len(msg.coordinators) != 0:
+        raise EncodeError("coordinators is set, but this version cannot carry it")
     out += _pack_hi(msg.error_code, msg.node_id)
     _utf8: bytes = msg.host.encode()
     out += _pack_h(len(_utf8))
@@ -369,12 +377,12 @@ def _encode_response_v0(msg: FindCoordinatorResponse, w: Writer) -> None:
 
 def _encode_response_v1(msg: FindCoordinatorResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.coordinators is None or len(msg.coordinators) != 0):
-        raise EncodeError("FindCoordinatorResponse.coordinators is set, but this version cannot carry it")
+    if msg.coordinators is None or len(msg.coordinators) != 0:
+        raise EncodeError("coordinators is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -388,8 +396,8 @@ def _encode_response_v1(msg: FindCoordinatorResponse, w: Writer) -> None:
 
 def _encode_response_v3(msg: FindCoordinatorResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.coordinators is None or len(msg.coordinators) != 0):
-        raise EncodeError("FindCoordinatorResponse.coordinators is set, but this version cannot carry it")
+    if msg.coordinators is None or len(msg.coordinators) != 0:
+        raise EncodeError("coordinators is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
@@ -417,13 +425,13 @@ def _encode_response_v3(msg: FindCoordinatorResponse, w: Writer) -> None:
 def _encode_response_v4(msg: FindCoordinatorResponse, w: Writer) -> None:
     out = w.buf
     if msg.error_code != 0:
-        raise EncodeError("FindCoordinatorResponse.error_code is set, but this version cannot carry it")
+        raise EncodeError("error_code is set, but this version cannot carry it")
     if msg.node_id != 0:
-        raise EncodeError("FindCoordinatorResponse.node_id is set, but this version cannot carry it")
+        raise EncodeError("node_id is set, but this version cannot carry it")
     if msg.host != "":
-        raise EncodeError("FindCoordinatorResponse.host is set, but this version cannot carry it")
+        raise EncodeError("host is set, but this version cannot carry it")
     if msg.port != 0:
-        raise EncodeError("FindCoordinatorResponse.port is set, but this version cannot carry it")
+        raise EncodeError("port is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[FindCoordinatorResponse.Coordinator] = msg.coordinators
     _n = len(_s0) + 1
@@ -508,11 +516,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FindCoordinatorRequest, int]:
-    """Decode a FindCoordinator request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FindCoordinator request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FindCoordinator request v{version} is not supported (v0-6)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -524,11 +530,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[FindCoordin
 
 
 def encode_request(msg: FindCoordinatorRequest, version: int, w: Writer) -> None:
-    """Append the FindCoordinator request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FindCoordinator request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FindCoordinator request v{version} is not supported (v0-6)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -538,11 +542,9 @@ def encode_request(msg: FindCoordinatorRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FindCoordinatorResponse, int]:
-    """Decode a FindCoordinator response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FindCoordinator response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FindCoordinator response v{version} is not supported (v0-6)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -554,11 +556,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[FindCoordi
 
 
 def encode_response(msg: FindCoordinatorResponse, version: int, w: Writer) -> None:
-    """Append the FindCoordinator response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"FindCoordinator response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"FindCoordinator response v{version} is not supported (v0-6)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

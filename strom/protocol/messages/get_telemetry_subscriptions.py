@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 71
 API_NAME = "GetTelemetrySubscriptions"
@@ -94,7 +92,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[GetTelemetrySubscrip
     _n0 -= 1
     if _n0 < 0 or _n0 > _blen - pos:
         raise _bad_length("accepted_compression_types", _n0)
-    accepted_compression_types_0: list[int] = list(_struct_unpack_from(">%db" % _n0, buf, pos))
+    accepted_compression_types_0: list[int] = list(_struct_unpack_from(f">{_n0}b", buf, pos))
     pos += _n0
     push_interval_ms_0, telemetry_max_bytes_0, delta_temporality_0 = _unpack_iio(buf, pos)
     pos += 9
@@ -123,7 +121,20 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[GetTelemetrySubscrip
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return GetTelemetrySubscriptionsResponse(throttle_time_ms_0, error_code_0, client_instance_id_0, subscription_id_0, accepted_compression_types_0, push_interval_ms_0, telemetry_max_bytes_0, delta_temporality_0, requested_metrics_0), pos
+    return (
+        GetTelemetrySubscriptionsResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            client_instance_id_0,
+            subscription_id_0,
+            accepted_compression_types_0,
+            push_interval_ms_0,
+            telemetry_max_bytes_0,
+            delta_temporality_0,
+            requested_metrics_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: GetTelemetrySubscriptionsResponse, w: Writer) -> None:
@@ -135,7 +146,7 @@ def _encode_response_v0(msg: GetTelemetrySubscriptionsResponse, w: Writer) -> No
         out.append(_n)
     else:
         out += _uvarint(_n)
-    out += _struct_pack(">%db" % len(_s0), *_s0)
+    out += _struct_pack(f">{len(_s0)}b", *_s0)
     out += _pack_iio(msg.push_interval_ms, msg.telemetry_max_bytes, msg.delta_temporality)
     _s0_2: list[str] = msg.requested_metrics
     _n = len(_s0_2) + 1
@@ -175,11 +186,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[GetTelemetrySubscriptionsRequest, int]:
-    """Decode a GetTelemetrySubscriptions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"GetTelemetrySubscriptions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"GetTelemetrySubscriptions request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -191,11 +200,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[GetTelemetr
 
 
 def encode_request(msg: GetTelemetrySubscriptionsRequest, version: int, w: Writer) -> None:
-    """Append the GetTelemetrySubscriptions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"GetTelemetrySubscriptions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"GetTelemetrySubscriptions request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -205,10 +212,10 @@ def encode_request(msg: GetTelemetrySubscriptionsRequest, version: int, w: Write
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[GetTelemetrySubscriptionsResponse, int]:
-    """Decode a GetTelemetrySubscriptions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"GetTelemetrySubscriptions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"GetTelemetrySubscriptions response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -221,10 +228,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[GetTelemet
 
 
 def encode_response(msg: GetTelemetrySubscriptionsResponse, version: int, w: Writer) -> None:
-    """Append the GetTelemetrySubscriptions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"GetTelemetrySubscriptions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"GetTelemetrySubscriptions response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

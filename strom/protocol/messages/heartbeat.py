@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,13 +15,12 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 12
 API_NAME = "Heartbeat"
@@ -155,7 +153,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[HeartbeatRequest, int
 def _encode_request_v0(msg: HeartbeatRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("HeartbeatRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -176,7 +174,7 @@ def _encode_request_v3(msg: HeartbeatRequest, w: Writer) -> None:
     out += _utf8
     _str: str | None = msg.group_instance_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -292,11 +290,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[HeartbeatRequest, int]:
-    """Decode a Heartbeat request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Heartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Heartbeat request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -308,11 +304,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[HeartbeatRe
 
 
 def encode_request(msg: HeartbeatRequest, version: int, w: Writer) -> None:
-    """Append the Heartbeat request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Heartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Heartbeat request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -322,11 +316,9 @@ def encode_request(msg: HeartbeatRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[HeartbeatResponse, int]:
-    """Decode a Heartbeat response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Heartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Heartbeat response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -338,11 +330,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[HeartbeatR
 
 
 def encode_response(msg: HeartbeatResponse, version: int, w: Writer) -> None:
-    """Append the Heartbeat response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Heartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Heartbeat response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 44
 API_NAME = "IncrementalAlterConfigs"
@@ -72,7 +70,10 @@ class IncrementalAlterConfigsResponse:
         resource_name: str = ""  # v0+
 
     throttle_time_ms: int = 0  # v0+
-    responses: list[IncrementalAlterConfigsResponse.AlterConfigsResourceResponse] = field(default_factory=list)  # v0+
+    # v0+
+    responses: list[IncrementalAlterConfigsResponse.AlterConfigsResourceResponse] = field(
+        default_factory=list
+    )
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[IncrementalAlterConfigsRequest, int]:
@@ -117,8 +118,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[IncrementalAlterConfi
                 _end = pos + _n
                 value_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            configs_1.append(IncrementalAlterConfigsRequest.AlterableConfig(name_2, config_operation_2, value_2))
-        resources_0.append(IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1))
+            configs_1.append(
+                IncrementalAlterConfigsRequest.AlterableConfig(name_2, config_operation_2, value_2)
+            )
+        resources_0.append(
+            IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1)
+        )
     (validate_only_0,) = _unpack_o(buf, pos)
     pos += 1
     return IncrementalAlterConfigsRequest(resources_0, validate_only_0), pos
@@ -186,12 +191,16 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[IncrementalAlterConfi
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            configs_1.append(IncrementalAlterConfigsRequest.AlterableConfig(name_2, config_operation_2, value_2))
+            configs_1.append(
+                IncrementalAlterConfigsRequest.AlterableConfig(name_2, config_operation_2, value_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        resources_0.append(IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1))
+        resources_0.append(
+            IncrementalAlterConfigsRequest.AlterConfigsResource(resource_type_1, resource_name_1, configs_1)
+        )
     (validate_only_0,) = _unpack_o(buf, pos)
     pos += 1
     if buf[pos]:
@@ -219,7 +228,7 @@ def _encode_request_v0(msg: IncrementalAlterConfigsRequest, w: Writer) -> None:
             out += _pack_b(_item2.config_operation)
             _str: str | None = _item2.value
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -307,7 +316,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[IncrementalAlterConf
         _end = pos + _n
         resource_name_1: str = buf[pos:_end].tobytes().decode()
         pos = _end
-        responses_0.append(IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(error_code_1, error_message_1, resource_type_1, resource_name_1))
+        responses_0.append(
+            IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
+                error_code_1, error_message_1, resource_type_1, resource_name_1
+            )
+        )
     return IncrementalAlterConfigsResponse(throttle_time_ms_0, responses_0), pos
 
 
@@ -355,7 +368,11 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[IncrementalAlterConf
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        responses_0.append(IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(error_code_1, error_message_1, resource_type_1, resource_name_1))
+        responses_0.append(
+            IncrementalAlterConfigsResponse.AlterConfigsResourceResponse(
+                error_code_1, error_message_1, resource_type_1, resource_name_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -372,7 +389,7 @@ def _encode_response_v0(msg: IncrementalAlterConfigsResponse, w: Writer) -> None
         out += _pack_h(_item1.error_code)
         _str: str | None = _item1.error_message
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
@@ -442,11 +459,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[IncrementalAlterConfigsRequest, int]:
-    """Decode a IncrementalAlterConfigs request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"IncrementalAlterConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"IncrementalAlterConfigs request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -458,11 +473,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[Incremental
 
 
 def encode_request(msg: IncrementalAlterConfigsRequest, version: int, w: Writer) -> None:
-    """Append the IncrementalAlterConfigs request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"IncrementalAlterConfigs request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"IncrementalAlterConfigs request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -472,11 +485,9 @@ def encode_request(msg: IncrementalAlterConfigsRequest, version: int, w: Writer)
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[IncrementalAlterConfigsResponse, int]:
-    """Decode a IncrementalAlterConfigs response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"IncrementalAlterConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"IncrementalAlterConfigs response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -488,11 +499,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[Incrementa
 
 
 def encode_response(msg: IncrementalAlterConfigsResponse, version: int, w: Writer) -> None:
-    """Append the IncrementalAlterConfigs response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"IncrementalAlterConfigs response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"IncrementalAlterConfigs response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,12 +15,11 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 22
 API_NAME = "InitProducerId"
@@ -118,18 +116,21 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[InitProducerIdRequest
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return InitProducerIdRequest(transactional_id_0, transaction_timeout_ms_0, producer_id_0, producer_epoch_0), pos
+    return (
+        InitProducerIdRequest(transactional_id_0, transaction_timeout_ms_0, producer_id_0, producer_epoch_0),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: InitProducerIdRequest, w: Writer) -> None:
     out = w.buf
     if msg.producer_id != -1:
-        raise EncodeError("InitProducerIdRequest.producer_id is set, but this version cannot carry it")
+        raise EncodeError("producer_id is set, but this version cannot carry it")
     if msg.producer_epoch != -1:
-        raise EncodeError("InitProducerIdRequest.producer_epoch is set, but this version cannot carry it")
+        raise EncodeError("producer_epoch is set, but this version cannot carry it")
     _str: str | None = msg.transactional_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -140,9 +141,9 @@ def _encode_request_v0(msg: InitProducerIdRequest, w: Writer) -> None:
 def _encode_request_v2(msg: InitProducerIdRequest, w: Writer) -> None:
     out = w.buf
     if msg.producer_id != -1:
-        raise EncodeError("InitProducerIdRequest.producer_id is set, but this version cannot carry it")
+        raise EncodeError("producer_id is set, but this version cannot carry it")
     if msg.producer_epoch != -1:
-        raise EncodeError("InitProducerIdRequest.producer_epoch is set, but this version cannot carry it")
+        raise EncodeError("producer_epoch is set, but this version cannot carry it")
     _str: str | None = msg.transactional_id
     if _str is None:
         out.append(0)
@@ -245,11 +246,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[InitProducerIdRequest, int]:
-    """Decode a InitProducerId request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitProducerId request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitProducerId request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -261,11 +260,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[InitProduce
 
 
 def encode_request(msg: InitProducerIdRequest, version: int, w: Writer) -> None:
-    """Append the InitProducerId request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitProducerId request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitProducerId request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -275,11 +272,9 @@ def encode_request(msg: InitProducerIdRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[InitProducerIdResponse, int]:
-    """Decode a InitProducerId response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitProducerId response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitProducerId response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -291,11 +286,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[InitProduc
 
 
 def encode_response(msg: InitProducerIdResponse, version: int, w: Writer) -> None:
-    """Append the InitProducerId response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitProducerId response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitProducerId response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 83
 API_NAME = "InitializeShareGroupState"
@@ -72,9 +70,11 @@ class InitializeShareGroupStateResponse:
     @dataclass(slots=True)
     class InitializeStateResult:
         topic_id: uuid.UUID = UUID_ZERO  # v0+
-        partitions: list[InitializeShareGroupStateResponse.PartitionResult] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[InitializeShareGroupStateResponse.PartitionResult] = field(default_factory=list)
 
-    results: list[InitializeShareGroupStateResponse.InitializeStateResult] = field(default_factory=list)  # v0+
+    # v0+
+    results: list[InitializeShareGroupStateResponse.InitializeStateResult] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[InitializeShareGroupStateRequest, int]:
@@ -117,7 +117,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[InitializeShareGroupS
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(InitializeShareGroupStateRequest.PartitionData(partition_2, state_epoch_2, start_offset_2))
+            partitions_1.append(
+                InitializeShareGroupStateRequest.PartitionData(partition_2, state_epoch_2, start_offset_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -201,7 +203,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[InitializeShareGroup
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(InitializeShareGroupStateResponse.PartitionResult(partition_2, error_code_2, error_message_2))
+            partitions_1.append(
+                InitializeShareGroupStateResponse.PartitionResult(partition_2, error_code_2, error_message_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -269,11 +273,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[InitializeShareGroupStateRequest, int]:
-    """Decode a InitializeShareGroupState request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitializeShareGroupState request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitializeShareGroupState request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -285,11 +287,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[InitializeS
 
 
 def encode_request(msg: InitializeShareGroupStateRequest, version: int, w: Writer) -> None:
-    """Append the InitializeShareGroupState request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"InitializeShareGroupState request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"InitializeShareGroupState request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -299,10 +299,10 @@ def encode_request(msg: InitializeShareGroupStateRequest, version: int, w: Write
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[InitializeShareGroupStateResponse, int]:
-    """Decode a InitializeShareGroupState response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"InitializeShareGroupState response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"InitializeShareGroupState response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -315,10 +315,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[Initialize
 
 
 def encode_response(msg: InitializeShareGroupStateResponse, version: int, w: Writer) -> None:
-    """Append the InitializeShareGroupState response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"InitializeShareGroupState response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"InitializeShareGroupState response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

@@ -5,7 +5,6 @@
 versions 0-9.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 11
 API_NAME = "JoinGroup"
@@ -130,7 +128,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         protocols_0.append(JoinGroupRequest.JoinGroupRequestProtocol(name_1, metadata_1))
-    return JoinGroupRequest(group_id_0, session_timeout_ms_0, -1, member_id_0, None, protocol_type_0, protocols_0), pos
+    return (
+        JoinGroupRequest(
+            group_id_0, session_timeout_ms_0, -1, member_id_0, None, protocol_type_0, protocols_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -179,7 +182,18 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         protocols_0.append(JoinGroupRequest.JoinGroupRequestProtocol(name_1, metadata_1))
-    return JoinGroupRequest(group_id_0, session_timeout_ms_0, rebalance_timeout_ms_0, member_id_0, None, protocol_type_0, protocols_0), pos
+    return (
+        JoinGroupRequest(
+            group_id_0,
+            session_timeout_ms_0,
+            rebalance_timeout_ms_0,
+            member_id_0,
+            None,
+            protocol_type_0,
+            protocols_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -238,7 +252,18 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         protocols_0.append(JoinGroupRequest.JoinGroupRequestProtocol(name_1, metadata_1))
-    return JoinGroupRequest(group_id_0, session_timeout_ms_0, rebalance_timeout_ms_0, member_id_0, group_instance_id_0, protocol_type_0, protocols_0), pos
+    return (
+        JoinGroupRequest(
+            group_id_0,
+            session_timeout_ms_0,
+            rebalance_timeout_ms_0,
+            member_id_0,
+            group_instance_id_0,
+            protocol_type_0,
+            protocols_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -313,7 +338,12 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("metadata")
         _end = pos + _n - 1
@@ -330,7 +360,18 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return JoinGroupRequest(group_id_0, session_timeout_ms_0, rebalance_timeout_ms_0, member_id_0, group_instance_id_0, protocol_type_0, protocols_0), pos
+    return (
+        JoinGroupRequest(
+            group_id_0,
+            session_timeout_ms_0,
+            rebalance_timeout_ms_0,
+            member_id_0,
+            group_instance_id_0,
+            protocol_type_0,
+            protocols_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int]:
@@ -405,7 +446,12 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("metadata")
         _end = pos + _n - 1
@@ -434,13 +480,25 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[JoinGroupRequest, int
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return JoinGroupRequest(group_id_0, session_timeout_ms_0, rebalance_timeout_ms_0, member_id_0, group_instance_id_0, protocol_type_0, protocols_0, reason_0), pos
+    return (
+        JoinGroupRequest(
+            group_id_0,
+            session_timeout_ms_0,
+            rebalance_timeout_ms_0,
+            member_id_0,
+            group_instance_id_0,
+            protocol_type_0,
+            protocols_0,
+            reason_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: JoinGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("JoinGroupRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -465,7 +523,7 @@ def _encode_request_v0(msg: JoinGroupRequest, w: Writer) -> None:
 def _encode_request_v1(msg: JoinGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("JoinGroupRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -498,7 +556,7 @@ def _encode_request_v5(msg: JoinGroupRequest, w: Writer) -> None:
     out += _utf8
     _str: str | None = msg.group_instance_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -694,7 +752,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, None, metadata_1))
-    return JoinGroupResponse(0, error_code_0, generation_id_0, None, protocol_name_0, leader_0, False, member_id_0, members_0), pos
+    return (
+        JoinGroupResponse(
+            0, error_code_0, generation_id_0, None, protocol_name_0, leader_0, False, member_id_0, members_0
+        ),
+        pos,
+    )
 
 
 def _decode_response_v2(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -743,7 +806,20 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, None, metadata_1))
-    return JoinGroupResponse(throttle_time_ms_0, error_code_0, generation_id_0, None, protocol_name_0, leader_0, False, member_id_0, members_0), pos
+    return (
+        JoinGroupResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            generation_id_0,
+            None,
+            protocol_name_0,
+            leader_0,
+            False,
+            member_id_0,
+            members_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v5(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -801,8 +877,23 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         _end = pos + _n
         metadata_1: bytes = buf[pos:_end].tobytes()
         pos = _end
-        members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1))
-    return JoinGroupResponse(throttle_time_ms_0, error_code_0, generation_id_0, None, protocol_name_0, leader_0, False, member_id_0, members_0), pos
+        members_0.append(
+            JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1)
+        )
+    return (
+        JoinGroupResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            generation_id_0,
+            None,
+            protocol_name_0,
+            leader_0,
+            False,
+            member_id_0,
+            members_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v6(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -877,7 +968,12 @@ def _decode_response_v6(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("metadata")
         _end = pos + _n - 1
@@ -889,12 +985,27 @@ def _decode_response_v6(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1))
+        members_0.append(
+            JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return JoinGroupResponse(throttle_time_ms_0, error_code_0, generation_id_0, None, protocol_name_0, leader_0, False, member_id_0, members_0), pos
+    return (
+        JoinGroupResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            generation_id_0,
+            None,
+            protocol_name_0,
+            leader_0,
+            False,
+            member_id_0,
+            members_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v7(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -982,7 +1093,12 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("metadata")
         _end = pos + _n - 1
@@ -994,12 +1110,27 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1))
+        members_0.append(
+            JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return JoinGroupResponse(throttle_time_ms_0, error_code_0, generation_id_0, protocol_type_0, protocol_name_0, leader_0, False, member_id_0, members_0), pos
+    return (
+        JoinGroupResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            generation_id_0,
+            protocol_type_0,
+            protocol_name_0,
+            leader_0,
+            False,
+            member_id_0,
+            members_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v9(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, int]:
@@ -1089,7 +1220,12 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("metadata")
         _end = pos + _n - 1
@@ -1101,18 +1237,33 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[JoinGroupResponse, i
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        members_0.append(JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1))
+        members_0.append(
+            JoinGroupResponse.JoinGroupResponseMember(member_id_1, group_instance_id_1, metadata_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return JoinGroupResponse(throttle_time_ms_0, error_code_0, generation_id_0, protocol_type_0, protocol_name_0, leader_0, skip_assignment_0, member_id_0, members_0), pos
+    return (
+        JoinGroupResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            generation_id_0,
+            protocol_type_0,
+            protocol_name_0,
+            leader_0,
+            skip_assignment_0,
+            member_id_0,
+            members_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: JoinGroupResponse, w: Writer) -> None:
     out = w.buf
     if bool(msg.skip_assignment):
-        raise EncodeError("JoinGroupResponse.skip_assignment is set, but this version cannot carry it")
+        raise EncodeError("skip_assignment is set, but this version cannot carry it")
     out += _pack_hi(msg.error_code, msg.generation_id)
     _str: str | None = msg.protocol_name
     if _str is None:
@@ -1140,7 +1291,7 @@ def _encode_response_v0(msg: JoinGroupResponse, w: Writer) -> None:
 def _encode_response_v2(msg: JoinGroupResponse, w: Writer) -> None:
     out = w.buf
     if bool(msg.skip_assignment):
-        raise EncodeError("JoinGroupResponse.skip_assignment is set, but this version cannot carry it")
+        raise EncodeError("skip_assignment is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.generation_id)
     _str: str | None = msg.protocol_name
     if _str is None:
@@ -1168,7 +1319,7 @@ def _encode_response_v2(msg: JoinGroupResponse, w: Writer) -> None:
 def _encode_response_v5(msg: JoinGroupResponse, w: Writer) -> None:
     out = w.buf
     if bool(msg.skip_assignment):
-        raise EncodeError("JoinGroupResponse.skip_assignment is set, but this version cannot carry it")
+        raise EncodeError("skip_assignment is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.generation_id)
     _str: str | None = msg.protocol_name
     if _str is None:
@@ -1190,7 +1341,7 @@ def _encode_response_v5(msg: JoinGroupResponse, w: Writer) -> None:
         out += _utf8
         _str = _item1.group_instance_id
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1203,7 +1354,7 @@ def _encode_response_v5(msg: JoinGroupResponse, w: Writer) -> None:
 def _encode_response_v6(msg: JoinGroupResponse, w: Writer) -> None:
     out = w.buf
     if bool(msg.skip_assignment):
-        raise EncodeError("JoinGroupResponse.skip_assignment is set, but this version cannot carry it")
+        raise EncodeError("skip_assignment is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.generation_id)
     _str: str | None = msg.protocol_name
     if _str is None:
@@ -1268,7 +1419,7 @@ def _encode_response_v6(msg: JoinGroupResponse, w: Writer) -> None:
 def _encode_response_v7(msg: JoinGroupResponse, w: Writer) -> None:
     out = w.buf
     if bool(msg.skip_assignment):
-        raise EncodeError("JoinGroupResponse.skip_assignment is set, but this version cannot carry it")
+        raise EncodeError("skip_assignment is set, but this version cannot carry it")
     out += _pack_ihi(msg.throttle_time_ms, msg.error_code, msg.generation_id)
     _str: str | None = msg.protocol_type
     if _str is None:
@@ -1475,11 +1626,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[JoinGroupRequest, int]:
-    """Decode a JoinGroup request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"JoinGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"JoinGroup request v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1491,11 +1640,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[JoinGroupRe
 
 
 def encode_request(msg: JoinGroupRequest, version: int, w: Writer) -> None:
-    """Append the JoinGroup request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"JoinGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"JoinGroup request v{version} is not supported (v0-9)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1505,11 +1652,9 @@ def encode_request(msg: JoinGroupRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[JoinGroupResponse, int]:
-    """Decode a JoinGroup response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"JoinGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"JoinGroup response v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1521,11 +1666,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[JoinGroupR
 
 
 def encode_response(msg: JoinGroupResponse, version: int, w: Writer) -> None:
-    """Append the JoinGroup response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"JoinGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"JoinGroup response v{version} is not supported (v0-9)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

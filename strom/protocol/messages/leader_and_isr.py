@@ -5,7 +5,6 @@
 versions 0-7.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 4
 API_NAME = "LeaderAndIsr"
@@ -144,7 +142,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (partition_epoch_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -152,9 +150,20 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(LeaderAndIsrPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, partition_epoch_1, replicas_1))
+        ungrouped_partition_states_0.append(
+            LeaderAndIsrPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                partition_epoch_1,
+                replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -173,7 +182,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         (port_1,) = _unpack_i(buf, pos)
         pos += 4
         live_leaders_0.append(LeaderAndIsrRequest.LeaderAndIsrLiveLeader(broker_id_1, host_name_1, port_1))
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, -1, 0, ungrouped_partition_states_0, [], live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0,
+            False,
+            controller_epoch_0,
+            -1,
+            0,
+            ungrouped_partition_states_0,
+            [],
+            live_leaders_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -199,7 +220,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (partition_epoch_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -207,11 +228,25 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (is_new_1,) = _unpack_o(buf, pos)
         pos += 1
-        ungrouped_partition_states_0.append(LeaderAndIsrPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, partition_epoch_1, replicas_1, [], [], is_new_1))
+        ungrouped_partition_states_0.append(
+            LeaderAndIsrPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                partition_epoch_1,
+                replicas_1,
+                [],
+                [],
+                is_new_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -230,7 +265,19 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         (port_1,) = _unpack_i(buf, pos)
         pos += 4
         live_leaders_0.append(LeaderAndIsrRequest.LeaderAndIsrLiveLeader(broker_id_1, host_name_1, port_1))
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, -1, 0, ungrouped_partition_states_0, [], live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0,
+            False,
+            controller_epoch_0,
+            -1,
+            0,
+            ungrouped_partition_states_0,
+            [],
+            live_leaders_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -262,7 +309,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -270,12 +317,28 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (is_new_2,) = _unpack_o(buf, pos)
             pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, [], [], is_new_2))
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    [],
+                    [],
+                    is_new_2,
+                )
+            )
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1)
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -294,7 +357,12 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         (port_1,) = _unpack_i(buf, pos)
         pos += 4
         live_leaders_0.append(LeaderAndIsrRequest.LeaderAndIsrLiveLeader(broker_id_1, host_name_1, port_1))
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -326,7 +394,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -334,24 +402,40 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (is_new_2,) = _unpack_o(buf, pos)
             pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, adding_replicas_2, removing_replicas_2, is_new_2))
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    adding_replicas_2,
+                    removing_replicas_2,
+                    is_new_2,
+                )
+            )
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1)
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -370,7 +454,12 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         (port_1,) = _unpack_i(buf, pos)
         pos += 4
         live_leaders_0.append(LeaderAndIsrRequest.LeaderAndIsrLiveLeader(broker_id_1, host_name_1, port_1))
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -415,7 +504,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -426,7 +515,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -435,7 +524,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -444,7 +533,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (is_new_2,) = _unpack_o(buf, pos)
             pos += 1
@@ -452,12 +541,28 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, adding_replicas_2, removing_replicas_2, is_new_2))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    adding_replicas_2,
+                    removing_replicas_2,
+                    is_new_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1))
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, UUID_ZERO, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -491,7 +596,12 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, 0, [], topic_states_0, live_leaders_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -539,7 +649,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -550,7 +660,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -559,7 +669,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -568,7 +678,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (is_new_2,) = _unpack_o(buf, pos)
             pos += 1
@@ -576,12 +686,28 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, adding_replicas_2, removing_replicas_2, is_new_2))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    adding_replicas_2,
+                    removing_replicas_2,
+                    is_new_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1))
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -615,7 +741,19 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, type_0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0,
+            False,
+            controller_epoch_0,
+            broker_epoch_0,
+            type_0,
+            [],
+            topic_states_0,
+            live_leaders_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
@@ -663,7 +801,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -674,7 +812,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -683,7 +821,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -692,7 +830,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             is_new_2, leader_recovery_state_2 = _unpack_ob(buf, pos)
             pos += 2
@@ -700,12 +838,29 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, adding_replicas_2, removing_replicas_2, is_new_2, leader_recovery_state_2))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    adding_replicas_2,
+                    removing_replicas_2,
+                    is_new_2,
+                    leader_recovery_state_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1))
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -739,12 +894,30 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return LeaderAndIsrRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, type_0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0,
+            False,
+            controller_epoch_0,
+            broker_epoch_0,
+            type_0,
+            [],
+            topic_states_0,
+            live_leaders_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, int]:
     _blen = len(buf)
-    controller_id_0, is_k_raft_controller_0, controller_epoch_0, broker_epoch_0, type_0 = _unpack_ioiqb(buf, pos)
+    (
+        controller_id_0,
+        is_k_raft_controller_0,
+        controller_epoch_0,
+        broker_epoch_0,
+        type_0,
+    ) = _unpack_ioiqb(buf, pos)
     pos += 18
     _n0 = buf[pos]
     pos += 1
@@ -787,7 +960,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (partition_epoch_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -798,7 +971,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -807,7 +980,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -816,7 +989,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             is_new_2, leader_recovery_state_2 = _unpack_ob(buf, pos)
             pos += 2
@@ -824,12 +997,29 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(LeaderAndIsrPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, partition_epoch_2, replicas_2, adding_replicas_2, removing_replicas_2, is_new_2, leader_recovery_state_2))
+            partition_states_1.append(
+                LeaderAndIsrPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    partition_epoch_2,
+                    replicas_2,
+                    adding_replicas_2,
+                    removing_replicas_2,
+                    is_new_2,
+                    leader_recovery_state_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1))
+        topic_states_0.append(
+            LeaderAndIsrRequest.LeaderAndIsrTopicState(topic_name_1, topic_id_1, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -863,34 +1053,46 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[LeaderAndIsrRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return LeaderAndIsrRequest(controller_id_0, is_k_raft_controller_0, controller_epoch_0, broker_epoch_0, type_0, [], topic_states_0, live_leaders_0), pos
+    return (
+        LeaderAndIsrRequest(
+            controller_id_0,
+            is_k_raft_controller_0,
+            controller_epoch_0,
+            broker_epoch_0,
+            type_0,
+            [],
+            topic_states_0,
+            live_leaders_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("LeaderAndIsrRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[LeaderAndIsrPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.leader_recovery_state != 0:
-            raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
+            raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
         _utf8: bytes = _item1.topic_name.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.partition_epoch)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[LeaderAndIsrRequest.LeaderAndIsrLiveLeader] = msg.live_leaders
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -904,28 +1106,28 @@ def _encode_request_v0(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v1(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("LeaderAndIsrRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[LeaderAndIsrPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
     for _item1 in _s0:
         if _item1.leader_recovery_state != 0:
-            raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
+            raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
         _utf8: bytes = _item1.topic_name.encode()
         out += _pack_h(len(_utf8))
         out += _utf8
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.partition_epoch)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_o(_item1.is_new)
     _s0_2: list[LeaderAndIsrRequest.LeaderAndIsrLiveLeader] = msg.live_leaders
     out += _pack_i(len(_s0_2))
@@ -940,11 +1142,11 @@ def _encode_request_v1(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v2(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("LeaderAndIsrRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     out += _pack_i(len(_s0))
@@ -956,15 +1158,17 @@ def _encode_request_v2(msg: LeaderAndIsrRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.leader_recovery_state != 0:
-                raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+                raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_o(_item2.is_new)
     _s0_2: list[LeaderAndIsrRequest.LeaderAndIsrLiveLeader] = msg.live_leaders
     out += _pack_i(len(_s0_2))
@@ -979,11 +1183,11 @@ def _encode_request_v2(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v3(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("LeaderAndIsrRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     out += _pack_i(len(_s0))
@@ -995,21 +1199,23 @@ def _encode_request_v3(msg: LeaderAndIsrRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.leader_recovery_state != 0:
-                raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+                raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_o(_item2.is_new)
     _s0_2: list[LeaderAndIsrRequest.LeaderAndIsrLiveLeader] = msg.live_leaders
     out += _pack_i(len(_s0_2))
@@ -1024,11 +1230,11 @@ def _encode_request_v3(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v4(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("LeaderAndIsrRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1052,15 +1258,17 @@ def _encode_request_v4(msg: LeaderAndIsrRequest, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if _item2.leader_recovery_state != 0:
-                raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+                raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1068,21 +1276,21 @@ def _encode_request_v4(msg: LeaderAndIsrRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_o(_item2.is_new)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -1109,9 +1317,9 @@ def _encode_request_v4(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v5(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiqb(msg.controller_id, msg.controller_epoch, msg.broker_epoch, msg.type)
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1136,15 +1344,17 @@ def _encode_request_v5(msg: LeaderAndIsrRequest, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if _item2.leader_recovery_state != 0:
-                raise EncodeError("LeaderAndIsrPartitionState.leader_recovery_state is set, but this version cannot carry it")
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+                raise EncodeError("leader_recovery_state is set, but this version cannot carry it")
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1152,21 +1362,21 @@ def _encode_request_v5(msg: LeaderAndIsrRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_o(_item2.is_new)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -1193,9 +1403,9 @@ def _encode_request_v5(msg: LeaderAndIsrRequest, w: Writer) -> None:
 def _encode_request_v6(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("LeaderAndIsrRequest.is_k_raft_controller is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiqb(msg.controller_id, msg.controller_epoch, msg.broker_epoch, msg.type)
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1219,14 +1429,16 @@ def _encode_request_v6(msg: LeaderAndIsrRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1234,21 +1446,21 @@ def _encode_request_v6(msg: LeaderAndIsrRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_ob(_item2.is_new, _item2.leader_recovery_state)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -1274,9 +1486,11 @@ def _encode_request_v6(msg: LeaderAndIsrRequest, w: Writer) -> None:
 
 def _encode_request_v7(msg: LeaderAndIsrRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("LeaderAndIsrRequest.ungrouped_partition_states is set, but this version cannot carry it")
-    out += _pack_ioiqb(msg.controller_id, msg.is_k_raft_controller, msg.controller_epoch, msg.broker_epoch, msg.type)
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
+    out += _pack_ioiqb(
+        msg.controller_id, msg.is_k_raft_controller, msg.controller_epoch, msg.broker_epoch, msg.type
+    )
     _s0: list[LeaderAndIsrRequest.LeaderAndIsrTopicState] = msg.topic_states
     _n = len(_s0) + 1
     if _n < 128:
@@ -1299,14 +1513,16 @@ def _encode_request_v7(msg: LeaderAndIsrRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.partition_epoch)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1314,21 +1530,21 @@ def _encode_request_v7(msg: LeaderAndIsrRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_ob(_item2.is_new, _item2.leader_recovery_state)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -1459,8 +1675,8 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[LeaderAndIsrResponse
 
 def _encode_response_v0(msg: LeaderAndIsrResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("LeaderAndIsrResponse.topics is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[LeaderAndIsrPartitionError] = msg.partition_errors
     out += _pack_i(len(_s0))
@@ -1473,8 +1689,8 @@ def _encode_response_v0(msg: LeaderAndIsrResponse, w: Writer) -> None:
 
 def _encode_response_v4(msg: LeaderAndIsrResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("LeaderAndIsrResponse.topics is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[LeaderAndIsrPartitionError] = msg.partition_errors
     _n = len(_s0) + 1
@@ -1497,8 +1713,8 @@ def _encode_response_v4(msg: LeaderAndIsrResponse, w: Writer) -> None:
 
 def _encode_response_v5(msg: LeaderAndIsrResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.partition_errors is None or len(msg.partition_errors) != 0):
-        raise EncodeError("LeaderAndIsrResponse.partition_errors is set, but this version cannot carry it")
+    if msg.partition_errors is None or len(msg.partition_errors) != 0:
+        raise EncodeError("partition_errors is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[LeaderAndIsrResponse.LeaderAndIsrTopicError] = msg.topics
     _n = len(_s0) + 1
@@ -1570,11 +1786,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[LeaderAndIsrRequest, int]:
-    """Decode a LeaderAndIsr request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaderAndIsr request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaderAndIsr request v{version} is not supported (v0-7)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1586,11 +1800,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[LeaderAndIs
 
 
 def encode_request(msg: LeaderAndIsrRequest, version: int, w: Writer) -> None:
-    """Append the LeaderAndIsr request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaderAndIsr request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaderAndIsr request v{version} is not supported (v0-7)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1600,11 +1812,9 @@ def encode_request(msg: LeaderAndIsrRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[LeaderAndIsrResponse, int]:
-    """Decode a LeaderAndIsr response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaderAndIsr response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaderAndIsr response v{version} is not supported (v0-7)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1616,11 +1826,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[LeaderAndI
 
 
 def encode_response(msg: LeaderAndIsrResponse, version: int, w: Writer) -> None:
-    """Append the LeaderAndIsr response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaderAndIsr response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaderAndIsr response v{version} is not supported (v0-7)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 13
 API_NAME = "LeaveGroup"
@@ -251,8 +249,8 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[LeaveGroupRequest, in
 
 def _encode_request_v0(msg: LeaveGroupRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.members is None or len(msg.members) != 0):
-        raise EncodeError("LeaveGroupRequest.members is set, but this version cannot carry it")
+    if msg.members is None or len(msg.members) != 0:
+        raise EncodeError("members is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -264,7 +262,7 @@ def _encode_request_v0(msg: LeaveGroupRequest, w: Writer) -> None:
 def _encode_request_v3(msg: LeaveGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.member_id != "":
-        raise EncodeError("LeaveGroupRequest.member_id is set, but this version cannot carry it")
+        raise EncodeError("member_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -276,7 +274,7 @@ def _encode_request_v3(msg: LeaveGroupRequest, w: Writer) -> None:
         out += _utf8
         _str: str | None = _item1.group_instance_id
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -286,7 +284,7 @@ def _encode_request_v3(msg: LeaveGroupRequest, w: Writer) -> None:
 def _encode_request_v4(msg: LeaveGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.member_id != "":
-        raise EncodeError("LeaveGroupRequest.member_id is set, but this version cannot carry it")
+        raise EncodeError("member_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -326,7 +324,7 @@ def _encode_request_v4(msg: LeaveGroupRequest, w: Writer) -> None:
 def _encode_request_v5(msg: LeaveGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.member_id != "":
-        raise EncodeError("LeaveGroupRequest.member_id is set, but this version cannot carry it")
+        raise EncodeError("member_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -473,15 +471,15 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[LeaveGroupResponse, 
 
 def _encode_response_v0(msg: LeaveGroupResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.members is None or len(msg.members) != 0):
-        raise EncodeError("LeaveGroupResponse.members is set, but this version cannot carry it")
+    if msg.members is None or len(msg.members) != 0:
+        raise EncodeError("members is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
 
 
 def _encode_response_v1(msg: LeaveGroupResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.members is None or len(msg.members) != 0):
-        raise EncodeError("LeaveGroupResponse.members is set, but this version cannot carry it")
+    if msg.members is None or len(msg.members) != 0:
+        raise EncodeError("members is set, but this version cannot carry it")
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
 
 
@@ -496,7 +494,7 @@ def _encode_response_v3(msg: LeaveGroupResponse, w: Writer) -> None:
         out += _utf8
         _str: str | None = _item1.group_instance_id
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -578,11 +576,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[LeaveGroupRequest, int]:
-    """Decode a LeaveGroup request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaveGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaveGroup request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -594,11 +590,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[LeaveGroupR
 
 
 def encode_request(msg: LeaveGroupRequest, version: int, w: Writer) -> None:
-    """Append the LeaveGroup request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaveGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaveGroup request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -608,11 +602,9 @@ def encode_request(msg: LeaveGroupRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[LeaveGroupResponse, int]:
-    """Decode a LeaveGroup response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaveGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaveGroup response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -624,11 +616,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[LeaveGroup
 
 
 def encode_response(msg: LeaveGroupResponse, version: int, w: Writer) -> None:
-    """Append the LeaveGroup response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"LeaveGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"LeaveGroup response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 74
 API_NAME = "ListClientMetricsResources"
@@ -51,7 +49,10 @@ class ListClientMetricsResourcesResponse:
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
-    client_metrics_resources: list[ListClientMetricsResourcesResponse.ClientMetricsResource] = field(default_factory=list)  # v0+
+    # v0+
+    client_metrics_resources: list[ListClientMetricsResourcesResponse.ClientMetricsResource] = field(
+        default_factory=list
+    )
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ListClientMetricsResourcesRequest, int]:
@@ -101,7 +102,10 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListClientMetricsRes
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ListClientMetricsResourcesResponse(throttle_time_ms_0, error_code_0, client_metrics_resources_0), pos
+    return (
+        ListClientMetricsResourcesResponse(throttle_time_ms_0, error_code_0, client_metrics_resources_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ListClientMetricsResourcesResponse, w: Writer) -> None:
@@ -146,10 +150,10 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListClientMetricsResourcesRequest, int]:
-    """Decode a ListClientMetricsResources request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListClientMetricsResources request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListClientMetricsResources request v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -162,10 +166,10 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListClientM
 
 
 def encode_request(msg: ListClientMetricsResourcesRequest, version: int, w: Writer) -> None:
-    """Append the ListClientMetricsResources request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListClientMetricsResources request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListClientMetricsResources request v{version} is not supported (v0-0)"
         )
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
@@ -175,11 +179,13 @@ def encode_request(msg: ListClientMetricsResourcesRequest, version: int, w: Writ
         raise EncodeError(f"ListClientMetricsResources request v{version}: cannot encode ({exc})") from exc
 
 
-def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListClientMetricsResourcesResponse, int]:
-    """Decode a ListClientMetricsResources response of `version` starting at `pos`; return it and the offset just past it."""
+def decode_response(
+    buf: memoryview, pos: int, version: int
+) -> tuple[ListClientMetricsResourcesResponse, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListClientMetricsResources response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListClientMetricsResources response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -192,10 +198,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListClient
 
 
 def encode_response(msg: ListClientMetricsResourcesResponse, version: int, w: Writer) -> None:
-    """Append the ListClientMetricsResources response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListClientMetricsResources response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListClientMetricsResources response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 16
 API_NAME = "ListGroups"
@@ -158,26 +156,25 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[ListGroupsRequest, in
 
 
 def _encode_request_v0(msg: ListGroupsRequest, w: Writer) -> None:
-    out = w.buf
-    if (msg.states_filter is None or len(msg.states_filter) != 0):
-        raise EncodeError("ListGroupsRequest.states_filter is set, but this version cannot carry it")
-    if (msg.types_filter is None or len(msg.types_filter) != 0):
-        raise EncodeError("ListGroupsRequest.types_filter is set, but this version cannot carry it")
+    if msg.states_filter is None or len(msg.states_filter) != 0:
+        raise EncodeError("states_filter is set, but this version cannot carry it")
+    if msg.types_filter is None or len(msg.types_filter) != 0:
+        raise EncodeError("types_filter is set, but this version cannot carry it")
 
 
 def _encode_request_v3(msg: ListGroupsRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.states_filter is None or len(msg.states_filter) != 0):
-        raise EncodeError("ListGroupsRequest.states_filter is set, but this version cannot carry it")
-    if (msg.types_filter is None or len(msg.types_filter) != 0):
-        raise EncodeError("ListGroupsRequest.types_filter is set, but this version cannot carry it")
+    if msg.states_filter is None or len(msg.states_filter) != 0:
+        raise EncodeError("states_filter is set, but this version cannot carry it")
+    if msg.types_filter is None or len(msg.types_filter) != 0:
+        raise EncodeError("types_filter is set, but this version cannot carry it")
     out.append(0)  # no tagged fields
 
 
 def _encode_request_v4(msg: ListGroupsRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.types_filter is None or len(msg.types_filter) != 0):
-        raise EncodeError("ListGroupsRequest.types_filter is set, but this version cannot carry it")
+    if msg.types_filter is None or len(msg.types_filter) != 0:
+        raise EncodeError("types_filter is set, but this version cannot carry it")
     _s0: list[str] = msg.states_filter
     _n = len(_s0) + 1
     if _n < 128:
@@ -450,7 +447,9 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[ListGroupsResponse, 
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        groups_0.append(ListGroupsResponse.ListedGroup(group_id_1, protocol_type_1, group_state_1, group_type_1))
+        groups_0.append(
+            ListGroupsResponse.ListedGroup(group_id_1, protocol_type_1, group_state_1, group_type_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -632,11 +631,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListGroupsRequest, int]:
-    """Decode a ListGroups request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListGroups request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -648,11 +645,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListGroupsR
 
 
 def encode_request(msg: ListGroupsRequest, version: int, w: Writer) -> None:
-    """Append the ListGroups request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListGroups request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListGroups request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -662,11 +657,9 @@ def encode_request(msg: ListGroupsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListGroupsResponse, int]:
-    """Decode a ListGroups response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListGroups response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -678,11 +671,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListGroups
 
 
 def encode_response(msg: ListGroupsResponse, version: int, w: Writer) -> None:
-    """Append the ListGroups response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListGroups response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListGroups response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-10.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 2
 API_NAME = "ListOffsets"
@@ -90,7 +88,8 @@ class ListOffsetsResponse:
     @dataclass(slots=True)
     class ListOffsetsTopicResponse:
         name: str = ""  # v0+
-        partitions: list[ListOffsetsResponse.ListOffsetsPartitionResponse] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[ListOffsetsResponse.ListOffsetsPartitionResponse] = field(default_factory=list)
 
     throttle_time_ms: int = 0  # v2+, ignorable
     topics: list[ListOffsetsResponse.ListOffsetsTopicResponse] = field(default_factory=list)  # v0+
@@ -121,7 +120,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ListOffsetsRequest, i
         for _ in range(_n1):
             partition_index_2, timestamp_2, max_num_offsets_2 = _unpack_iqi(buf, pos)
             pos += 16
-            partitions_1.append(ListOffsetsRequest.ListOffsetsPartition(partition_index_2, -1, timestamp_2, max_num_offsets_2))
+            partitions_1.append(
+                ListOffsetsRequest.ListOffsetsPartition(partition_index_2, -1, timestamp_2, max_num_offsets_2)
+            )
         topics_0.append(ListOffsetsRequest.ListOffsetsTopic(name_1, partitions_1))
     return ListOffsetsRequest(replica_id_0, 0, topics_0), pos
 
@@ -211,7 +212,11 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[ListOffsetsRequest, i
         for _ in range(_n1):
             partition_index_2, current_leader_epoch_2, timestamp_2 = _unpack_iiq(buf, pos)
             pos += 16
-            partitions_1.append(ListOffsetsRequest.ListOffsetsPartition(partition_index_2, current_leader_epoch_2, timestamp_2))
+            partitions_1.append(
+                ListOffsetsRequest.ListOffsetsPartition(
+                    partition_index_2, current_leader_epoch_2, timestamp_2
+                )
+            )
         topics_0.append(ListOffsetsRequest.ListOffsetsTopic(name_1, partitions_1))
     return ListOffsetsRequest(replica_id_0, isolation_level_0, topics_0), pos
 
@@ -255,7 +260,11 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[ListOffsetsRequest, i
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ListOffsetsRequest.ListOffsetsPartition(partition_index_2, current_leader_epoch_2, timestamp_2))
+            partitions_1.append(
+                ListOffsetsRequest.ListOffsetsPartition(
+                    partition_index_2, current_leader_epoch_2, timestamp_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -307,7 +316,11 @@ def _decode_request_v10(buf: memoryview, pos: int) -> tuple[ListOffsetsRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ListOffsetsRequest.ListOffsetsPartition(partition_index_2, current_leader_epoch_2, timestamp_2))
+            partitions_1.append(
+                ListOffsetsRequest.ListOffsetsPartition(
+                    partition_index_2, current_leader_epoch_2, timestamp_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -325,7 +338,7 @@ def _decode_request_v10(buf: memoryview, pos: int) -> tuple[ListOffsetsRequest, 
 def _encode_request_v0(msg: ListOffsetsRequest, w: Writer) -> None:
     out = w.buf
     if msg.isolation_level != 0:
-        raise EncodeError("ListOffsetsRequest.isolation_level is set, but this version cannot carry it")
+        raise EncodeError("isolation_level is set, but this version cannot carry it")
     out += _pack_i(msg.replica_id)
     _s0: list[ListOffsetsRequest.ListOffsetsTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -342,7 +355,7 @@ def _encode_request_v0(msg: ListOffsetsRequest, w: Writer) -> None:
 def _encode_request_v1(msg: ListOffsetsRequest, w: Writer) -> None:
     out = w.buf
     if msg.isolation_level != 0:
-        raise EncodeError("ListOffsetsRequest.isolation_level is set, but this version cannot carry it")
+        raise EncodeError("isolation_level is set, but this version cannot carry it")
     out += _pack_i(msg.replica_id)
     _s0: list[ListOffsetsRequest.ListOffsetsTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -354,7 +367,7 @@ def _encode_request_v1(msg: ListOffsetsRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.max_num_offsets != 1:
-                raise EncodeError("ListOffsetsRequest.ListOffsetsPartition.max_num_offsets is set, but this version cannot carry it")
+                raise EncodeError("max_num_offsets is set, but this version cannot carry it")
             out += _pack_iq(_item2.partition_index, _item2.timestamp)
 
 
@@ -371,7 +384,7 @@ def _encode_request_v2(msg: ListOffsetsRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.max_num_offsets != 1:
-                raise EncodeError("ListOffsetsRequest.ListOffsetsPartition.max_num_offsets is set, but this version cannot carry it")
+                raise EncodeError("max_num_offsets is set, but this version cannot carry it")
             out += _pack_iq(_item2.partition_index, _item2.timestamp)
 
 
@@ -388,7 +401,7 @@ def _encode_request_v4(msg: ListOffsetsRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.max_num_offsets != 1:
-                raise EncodeError("ListOffsetsRequest.ListOffsetsPartition.max_num_offsets is set, but this version cannot carry it")
+                raise EncodeError("max_num_offsets is set, but this version cannot carry it")
             out += _pack_iiq(_item2.partition_index, _item2.current_leader_epoch, _item2.timestamp)
 
 
@@ -417,7 +430,7 @@ def _encode_request_v6(msg: ListOffsetsRequest, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if _item2.max_num_offsets != 1:
-                raise EncodeError("ListOffsetsRequest.ListOffsetsPartition.max_num_offsets is set, but this version cannot carry it")
+                raise EncodeError("max_num_offsets is set, but this version cannot carry it")
             out += _pack_iiq(_item2.partition_index, _item2.current_leader_epoch, _item2.timestamp)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -449,7 +462,7 @@ def _encode_request_v10(msg: ListOffsetsRequest, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if _item2.max_num_offsets != 1:
-                raise EncodeError("ListOffsetsRequest.ListOffsetsPartition.max_num_offsets is set, but this version cannot carry it")
+                raise EncodeError("max_num_offsets is set, but this version cannot carry it")
             out += _pack_iiq(_item2.partition_index, _item2.current_leader_epoch, _item2.timestamp)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -484,9 +497,13 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListOffsetsResponse,
             pos += 4
             if _n2 < 0 or _n2 * 8 > _blen - pos:
                 raise _bad_length("old_style_offsets", _n2)
-            old_style_offsets_2: list[int] = list(_struct_unpack_from(">%dq" % _n2, buf, pos))
+            old_style_offsets_2: list[int] = list(_struct_unpack_from(f">{_n2}q", buf, pos))
             pos += _n2 * 8
-            partitions_1.append(ListOffsetsResponse.ListOffsetsPartitionResponse(partition_index_2, error_code_2, old_style_offsets_2))
+            partitions_1.append(
+                ListOffsetsResponse.ListOffsetsPartitionResponse(
+                    partition_index_2, error_code_2, old_style_offsets_2
+                )
+            )
         topics_0.append(ListOffsetsResponse.ListOffsetsTopicResponse(name_1, partitions_1))
     return ListOffsetsResponse(0, topics_0), pos
 
@@ -514,7 +531,11 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[ListOffsetsResponse,
         for _ in range(_n1):
             partition_index_2, error_code_2, timestamp_2, offset_2 = _unpack_ihqq(buf, pos)
             pos += 22
-            partitions_1.append(ListOffsetsResponse.ListOffsetsPartitionResponse(partition_index_2, error_code_2, [], timestamp_2, offset_2))
+            partitions_1.append(
+                ListOffsetsResponse.ListOffsetsPartitionResponse(
+                    partition_index_2, error_code_2, [], timestamp_2, offset_2
+                )
+            )
         topics_0.append(ListOffsetsResponse.ListOffsetsTopicResponse(name_1, partitions_1))
     return ListOffsetsResponse(0, topics_0), pos
 
@@ -544,7 +565,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[ListOffsetsResponse,
         for _ in range(_n1):
             partition_index_2, error_code_2, timestamp_2, offset_2 = _unpack_ihqq(buf, pos)
             pos += 22
-            partitions_1.append(ListOffsetsResponse.ListOffsetsPartitionResponse(partition_index_2, error_code_2, [], timestamp_2, offset_2))
+            partitions_1.append(
+                ListOffsetsResponse.ListOffsetsPartitionResponse(
+                    partition_index_2, error_code_2, [], timestamp_2, offset_2
+                )
+            )
         topics_0.append(ListOffsetsResponse.ListOffsetsTopicResponse(name_1, partitions_1))
     return ListOffsetsResponse(throttle_time_ms_0, topics_0), pos
 
@@ -574,7 +599,11 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[ListOffsetsResponse,
         for _ in range(_n1):
             partition_index_2, error_code_2, timestamp_2, offset_2, leader_epoch_2 = _unpack_ihqqi(buf, pos)
             pos += 26
-            partitions_1.append(ListOffsetsResponse.ListOffsetsPartitionResponse(partition_index_2, error_code_2, [], timestamp_2, offset_2, leader_epoch_2))
+            partitions_1.append(
+                ListOffsetsResponse.ListOffsetsPartitionResponse(
+                    partition_index_2, error_code_2, [], timestamp_2, offset_2, leader_epoch_2
+                )
+            )
         topics_0.append(ListOffsetsResponse.ListOffsetsTopicResponse(name_1, partitions_1))
     return ListOffsetsResponse(throttle_time_ms_0, topics_0), pos
 
@@ -618,7 +647,11 @@ def _decode_response_v6(buf: memoryview, pos: int) -> tuple[ListOffsetsResponse,
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ListOffsetsResponse.ListOffsetsPartitionResponse(partition_index_2, error_code_2, [], timestamp_2, offset_2, leader_epoch_2))
+            partitions_1.append(
+                ListOffsetsResponse.ListOffsetsPartitionResponse(
+                    partition_index_2, error_code_2, [], timestamp_2, offset_2, leader_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -643,15 +676,15 @@ def _encode_response_v0(msg: ListOffsetsResponse, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.timestamp != -1:
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.timestamp is set, but this version cannot carry it")
+                raise EncodeError("timestamp is set, but this version cannot carry it")
             if _item2.offset != -1:
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.offset is set, but this version cannot carry it")
+                raise EncodeError("offset is set, but this version cannot carry it")
             if _item2.leader_epoch != -1:
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.leader_epoch is set, but this version cannot carry it")
+                raise EncodeError("leader_epoch is set, but this version cannot carry it")
             out += _pack_ih(_item2.partition_index, _item2.error_code)
             _s2: list[int] = _item2.old_style_offsets
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%dq" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}q", *_s2)
 
 
 def _encode_response_v1(msg: ListOffsetsResponse, w: Writer) -> None:
@@ -665,10 +698,10 @@ def _encode_response_v1(msg: ListOffsetsResponse, w: Writer) -> None:
         _s1: list[ListOffsetsResponse.ListOffsetsPartitionResponse] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if (_item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0):
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.old_style_offsets is set, but this version cannot carry it")
+            if _item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0:
+                raise EncodeError("old_style_offsets is set, but this version cannot carry it")
             if _item2.leader_epoch != -1:
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.leader_epoch is set, but this version cannot carry it")
+                raise EncodeError("leader_epoch is set, but this version cannot carry it")
             out += _pack_ihqq(_item2.partition_index, _item2.error_code, _item2.timestamp, _item2.offset)
 
 
@@ -684,10 +717,10 @@ def _encode_response_v2(msg: ListOffsetsResponse, w: Writer) -> None:
         _s1: list[ListOffsetsResponse.ListOffsetsPartitionResponse] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if (_item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0):
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.old_style_offsets is set, but this version cannot carry it")
+            if _item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0:
+                raise EncodeError("old_style_offsets is set, but this version cannot carry it")
             if _item2.leader_epoch != -1:
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.leader_epoch is set, but this version cannot carry it")
+                raise EncodeError("leader_epoch is set, but this version cannot carry it")
             out += _pack_ihqq(_item2.partition_index, _item2.error_code, _item2.timestamp, _item2.offset)
 
 
@@ -703,9 +736,15 @@ def _encode_response_v4(msg: ListOffsetsResponse, w: Writer) -> None:
         _s1: list[ListOffsetsResponse.ListOffsetsPartitionResponse] = _item1.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if (_item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0):
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.old_style_offsets is set, but this version cannot carry it")
-            out += _pack_ihqqi(_item2.partition_index, _item2.error_code, _item2.timestamp, _item2.offset, _item2.leader_epoch)
+            if _item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0:
+                raise EncodeError("old_style_offsets is set, but this version cannot carry it")
+            out += _pack_ihqqi(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.timestamp,
+                _item2.offset,
+                _item2.leader_epoch,
+            )
 
 
 def _encode_response_v6(msg: ListOffsetsResponse, w: Writer) -> None:
@@ -732,9 +771,15 @@ def _encode_response_v6(msg: ListOffsetsResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if (_item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0):
-                raise EncodeError("ListOffsetsResponse.ListOffsetsPartitionResponse.old_style_offsets is set, but this version cannot carry it")
-            out += _pack_ihqqi(_item2.partition_index, _item2.error_code, _item2.timestamp, _item2.offset, _item2.leader_epoch)
+            if _item2.old_style_offsets is None or len(_item2.old_style_offsets) != 0:
+                raise EncodeError("old_style_offsets is set, but this version cannot carry it")
+            out += _pack_ihqqi(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.timestamp,
+                _item2.offset,
+                _item2.leader_epoch,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -801,11 +846,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListOffsetsRequest, int]:
-    """Decode a ListOffsets request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListOffsets request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListOffsets request v{version} is not supported (v0-10)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -817,11 +860,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListOffsets
 
 
 def encode_request(msg: ListOffsetsRequest, version: int, w: Writer) -> None:
-    """Append the ListOffsets request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListOffsets request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListOffsets request v{version} is not supported (v0-10)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -831,11 +872,9 @@ def encode_request(msg: ListOffsetsRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListOffsetsResponse, int]:
-    """Decode a ListOffsets response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListOffsets response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListOffsets response v{version} is not supported (v0-10)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -847,11 +886,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListOffset
 
 
 def encode_response(msg: ListOffsetsResponse, version: int, w: Writer) -> None:
-    """Append the ListOffsets response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListOffsets response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListOffsets response v{version} is not supported (v0-10)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 46
 API_NAME = "ListPartitionReassignments"
@@ -50,7 +48,8 @@ class ListPartitionReassignmentsRequest:
         partition_indexes: list[int] = field(default_factory=list)  # v0+
 
     timeout_ms: int = 60000  # v0+
-    topics: list[ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics] | None = None  # v0+, nullable v0+
+    # v0+, nullable v0+
+    topics: list[ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics] | None = None
 
 
 @dataclass(slots=True)
@@ -65,12 +64,16 @@ class ListPartitionReassignmentsResponse:
     @dataclass(slots=True)
     class OngoingTopicReassignment:
         name: str = ""  # v0+
-        partitions: list[ListPartitionReassignmentsResponse.OngoingPartitionReassignment] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[ListPartitionReassignmentsResponse.OngoingPartitionReassignment] = field(
+            default_factory=list
+        )
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
     error_message: str | None = ""  # v0+, nullable v0+
-    topics: list[ListPartitionReassignmentsResponse.OngoingTopicReassignment] = field(default_factory=list)  # v0+
+    # v0+
+    topics: list[ListPartitionReassignmentsResponse.OngoingTopicReassignment] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassignmentsRequest, int]:
@@ -107,13 +110,17 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassign
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n1)
-            partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            topics_0.append(ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics(name_1, partition_indexes_1))
+            topics_0.append(
+                ListPartitionReassignmentsRequest.ListPartitionReassignmentsTopics(
+                    name_1, partition_indexes_1
+                )
+            )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -147,7 +154,7 @@ def _encode_request_v0(msg: ListPartitionReassignmentsRequest, w: Writer) -> Non
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -206,7 +213,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassig
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -215,7 +222,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassig
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("adding_replicas", _n2)
-            adding_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            adding_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -224,13 +231,17 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassig
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("removing_replicas", _n2)
-            removing_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            removing_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ListPartitionReassignmentsResponse.OngoingPartitionReassignment(partition_index_2, replicas_2, adding_replicas_2, removing_replicas_2))
+            partitions_1.append(
+                ListPartitionReassignmentsResponse.OngoingPartitionReassignment(
+                    partition_index_2, replicas_2, adding_replicas_2, removing_replicas_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -240,7 +251,10 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListPartitionReassig
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ListPartitionReassignmentsResponse(throttle_time_ms_0, error_code_0, error_message_0, topics_0), pos
+    return (
+        ListPartitionReassignmentsResponse(throttle_time_ms_0, error_code_0, error_message_0, topics_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ListPartitionReassignmentsResponse, w: Writer) -> None:
@@ -285,21 +299,21 @@ def _encode_response_v0(msg: ListPartitionReassignmentsResponse, w: Writer) -> N
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.adding_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.removing_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -326,10 +340,10 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListPartitionReassignmentsRequest, int]:
-    """Decode a ListPartitionReassignments request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListPartitionReassignments request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListPartitionReassignments request v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -342,10 +356,10 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListPartiti
 
 
 def encode_request(msg: ListPartitionReassignmentsRequest, version: int, w: Writer) -> None:
-    """Append the ListPartitionReassignments request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListPartitionReassignments request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListPartitionReassignments request v{version} is not supported (v0-0)"
         )
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
@@ -355,11 +369,13 @@ def encode_request(msg: ListPartitionReassignmentsRequest, version: int, w: Writ
         raise EncodeError(f"ListPartitionReassignments request v{version}: cannot encode ({exc})") from exc
 
 
-def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListPartitionReassignmentsResponse, int]:
-    """Decode a ListPartitionReassignments response of `version` starting at `pos`; return it and the offset just past it."""
+def decode_response(
+    buf: memoryview, pos: int, version: int
+) -> tuple[ListPartitionReassignmentsResponse, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListPartitionReassignments response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListPartitionReassignments response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -372,10 +388,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListPartit
 
 
 def encode_response(msg: ListPartitionReassignmentsResponse, version: int, w: Writer) -> None:
-    """Append the ListPartitionReassignments response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ListPartitionReassignments response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ListPartitionReassignments response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

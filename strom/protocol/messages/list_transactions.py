@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 66
 API_NAME = "ListTransactions"
@@ -93,7 +91,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ListTransactionsReque
     _n0 -= 1
     if _n0 < 0 or _n0 * 8 > _blen - pos:
         raise _bad_length("producer_id_filters", _n0)
-    producer_id_filters_0: list[int] = list(_struct_unpack_from(">%dq" % _n0, buf, pos))
+    producer_id_filters_0: list[int] = list(_struct_unpack_from(f">{_n0}q", buf, pos))
     pos += _n0 * 8
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
@@ -132,7 +130,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ListTransactionsReque
     _n0 -= 1
     if _n0 < 0 or _n0 * 8 > _blen - pos:
         raise _bad_length("producer_id_filters", _n0)
-    producer_id_filters_0: list[int] = list(_struct_unpack_from(">%dq" % _n0, buf, pos))
+    producer_id_filters_0: list[int] = list(_struct_unpack_from(f">{_n0}q", buf, pos))
     pos += _n0 * 8
     (duration_filter_0,) = _unpack_q(buf, pos)
     pos += 8
@@ -146,7 +144,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[ListTransactionsReque
 def _encode_request_v0(msg: ListTransactionsRequest, w: Writer) -> None:
     out = w.buf
     if msg.duration_filter != -1:
-        raise EncodeError("ListTransactionsRequest.duration_filter is set, but this version cannot carry it")
+        raise EncodeError("duration_filter is set, but this version cannot carry it")
     _s0: list[str] = msg.state_filters
     _n = len(_s0) + 1
     if _n < 128:
@@ -167,7 +165,7 @@ def _encode_request_v0(msg: ListTransactionsRequest, w: Writer) -> None:
         out.append(_n)
     else:
         out += _uvarint(_n)
-    out += _struct_pack(">%dq" % len(_s0_2), *_s0_2)
+    out += _struct_pack(f">{len(_s0_2)}q", *_s0_2)
     out.append(0)  # no tagged fields
 
 
@@ -193,7 +191,7 @@ def _encode_request_v1(msg: ListTransactionsRequest, w: Writer) -> None:
         out.append(_n)
     else:
         out += _uvarint(_n)
-    out += _struct_pack(">%dq" % len(_s0_2), *_s0_2)
+    out += _struct_pack(f">{len(_s0_2)}q", *_s0_2)
     out += _pack_q(msg.duration_filter)
     out.append(0)  # no tagged fields
 
@@ -260,12 +258,19 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ListTransactionsResp
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        transaction_states_0.append(ListTransactionsResponse.TransactionState(transactional_id_1, producer_id_1, transaction_state_1))
+        transaction_states_0.append(
+            ListTransactionsResponse.TransactionState(transactional_id_1, producer_id_1, transaction_state_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ListTransactionsResponse(throttle_time_ms_0, error_code_0, unknown_state_filters_0, transaction_states_0), pos
+    return (
+        ListTransactionsResponse(
+            throttle_time_ms_0, error_code_0, unknown_state_filters_0, transaction_states_0
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ListTransactionsResponse, w: Writer) -> None:
@@ -336,11 +341,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListTransactionsRequest, int]:
-    """Decode a ListTransactions request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListTransactions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListTransactions request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -352,11 +355,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ListTransac
 
 
 def encode_request(msg: ListTransactionsRequest, version: int, w: Writer) -> None:
-    """Append the ListTransactions request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListTransactions request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListTransactions request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -366,11 +367,9 @@ def encode_request(msg: ListTransactionsRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListTransactionsResponse, int]:
-    """Decode a ListTransactions response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListTransactions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListTransactions response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -382,11 +381,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ListTransa
 
 
 def encode_response(msg: ListTransactionsResponse, version: int, w: Writer) -> None:
-    """Append the ListTransactions response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ListTransactions response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ListTransactions response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

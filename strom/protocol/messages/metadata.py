@@ -5,7 +5,6 @@
 versions 0-12.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 3
 API_NAME = "Metadata"
@@ -65,7 +63,8 @@ class MetadataRequest:
         topic_id: uuid.UUID = UUID_ZERO  # v10+, ignorable
         name: str | None = ""  # v0+, nullable v10+
 
-    topics: list[MetadataRequest.MetadataRequestTopic] | None = field(default_factory=list)  # v0+, nullable v1+
+    # v0+, nullable v1+
+    topics: list[MetadataRequest.MetadataRequestTopic] | None = field(default_factory=list)
     allow_auto_topic_creation: bool = True  # v4+
     include_cluster_authorized_operations: bool = False  # v8-10
     include_topic_authorized_operations: bool = False  # v8+
@@ -191,9 +190,21 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[MetadataRequest, int]
             name_1: str = buf[pos:_end].tobytes().decode()
             pos = _end
             topics_0.append(MetadataRequest.MetadataRequestTopic(UUID_ZERO, name_1))
-    allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0 = _unpack_ooo(buf, pos)
+    (
+        allow_auto_topic_creation_0,
+        include_cluster_authorized_operations_0,
+        include_topic_authorized_operations_0,
+    ) = _unpack_ooo(buf, pos)
     pos += 3
-    return MetadataRequest(topics_0, allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0), pos
+    return (
+        MetadataRequest(
+            topics_0,
+            allow_auto_topic_creation_0,
+            include_cluster_authorized_operations_0,
+            include_topic_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v9(buf: memoryview, pos: int) -> tuple[MetadataRequest, int]:
@@ -226,13 +237,25 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[MetadataRequest, int]
             else:
                 pos += 1
             topics_0.append(MetadataRequest.MetadataRequestTopic(UUID_ZERO, name_1))
-    allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0 = _unpack_ooo(buf, pos)
+    (
+        allow_auto_topic_creation_0,
+        include_cluster_authorized_operations_0,
+        include_topic_authorized_operations_0,
+    ) = _unpack_ooo(buf, pos)
     pos += 3
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return MetadataRequest(topics_0, allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0), pos
+    return (
+        MetadataRequest(
+            topics_0,
+            allow_auto_topic_creation_0,
+            include_cluster_authorized_operations_0,
+            include_topic_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v10(buf: memoryview, pos: int) -> tuple[MetadataRequest, int]:
@@ -269,13 +292,25 @@ def _decode_request_v10(buf: memoryview, pos: int) -> tuple[MetadataRequest, int
             else:
                 pos += 1
             topics_0.append(MetadataRequest.MetadataRequestTopic(topic_id_1, name_1))
-    allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0 = _unpack_ooo(buf, pos)
+    (
+        allow_auto_topic_creation_0,
+        include_cluster_authorized_operations_0,
+        include_topic_authorized_operations_0,
+    ) = _unpack_ooo(buf, pos)
     pos += 3
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return MetadataRequest(topics_0, allow_auto_topic_creation_0, include_cluster_authorized_operations_0, include_topic_authorized_operations_0), pos
+    return (
+        MetadataRequest(
+            topics_0,
+            allow_auto_topic_creation_0,
+            include_cluster_authorized_operations_0,
+            include_topic_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v11(buf: memoryview, pos: int) -> tuple[MetadataRequest, int]:
@@ -318,17 +353,20 @@ def _decode_request_v11(buf: memoryview, pos: int) -> tuple[MetadataRequest, int
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return MetadataRequest(topics_0, allow_auto_topic_creation_0, False, include_topic_authorized_operations_0), pos
+    return (
+        MetadataRequest(topics_0, allow_auto_topic_creation_0, False, include_topic_authorized_operations_0),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: MetadataRequest, w: Writer) -> None:
     out = w.buf
     if not msg.allow_auto_topic_creation:
-        raise EncodeError("MetadataRequest.allow_auto_topic_creation is set, but this version cannot carry it")
+        raise EncodeError("allow_auto_topic_creation is set, but this version cannot carry it")
     if bool(msg.include_cluster_authorized_operations):
-        raise EncodeError("MetadataRequest.include_cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_cluster_authorized_operations is set, but this version cannot carry it")
     if bool(msg.include_topic_authorized_operations):
-        raise EncodeError("MetadataRequest.include_topic_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_topic_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataRequest.MetadataRequestTopic] | None = msg.topics
     if _s0 is None:
         raise EncodeError("topics is None, but it is not nullable in this version")
@@ -345,14 +383,14 @@ def _encode_request_v0(msg: MetadataRequest, w: Writer) -> None:
 def _encode_request_v1(msg: MetadataRequest, w: Writer) -> None:
     out = w.buf
     if not msg.allow_auto_topic_creation:
-        raise EncodeError("MetadataRequest.allow_auto_topic_creation is set, but this version cannot carry it")
+        raise EncodeError("allow_auto_topic_creation is set, but this version cannot carry it")
     if bool(msg.include_cluster_authorized_operations):
-        raise EncodeError("MetadataRequest.include_cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_cluster_authorized_operations is set, but this version cannot carry it")
     if bool(msg.include_topic_authorized_operations):
-        raise EncodeError("MetadataRequest.include_topic_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_topic_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataRequest.MetadataRequestTopic] | None = msg.topics
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -367,12 +405,12 @@ def _encode_request_v1(msg: MetadataRequest, w: Writer) -> None:
 def _encode_request_v4(msg: MetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.include_cluster_authorized_operations):
-        raise EncodeError("MetadataRequest.include_cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_cluster_authorized_operations is set, but this version cannot carry it")
     if bool(msg.include_topic_authorized_operations):
-        raise EncodeError("MetadataRequest.include_topic_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_topic_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataRequest.MetadataRequestTopic] | None = msg.topics
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -389,7 +427,7 @@ def _encode_request_v8(msg: MetadataRequest, w: Writer) -> None:
     out = w.buf
     _s0: list[MetadataRequest.MetadataRequestTopic] | None = msg.topics
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -399,7 +437,11 @@ def _encode_request_v8(msg: MetadataRequest, w: Writer) -> None:
             _utf8: bytes = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
-    out += _pack_ooo(msg.allow_auto_topic_creation, msg.include_cluster_authorized_operations, msg.include_topic_authorized_operations)
+    out += _pack_ooo(
+        msg.allow_auto_topic_creation,
+        msg.include_cluster_authorized_operations,
+        msg.include_topic_authorized_operations,
+    )
 
 
 def _encode_request_v9(msg: MetadataRequest, w: Writer) -> None:
@@ -425,7 +467,11 @@ def _encode_request_v9(msg: MetadataRequest, w: Writer) -> None:
                 out += _compact_length(_n, "name")
             out += _utf8
             out.append(0)  # no tagged fields
-    out += _pack_ooo(msg.allow_auto_topic_creation, msg.include_cluster_authorized_operations, msg.include_topic_authorized_operations)
+    out += _pack_ooo(
+        msg.allow_auto_topic_creation,
+        msg.include_cluster_authorized_operations,
+        msg.include_topic_authorized_operations,
+    )
     out.append(0)  # no tagged fields
 
 
@@ -454,14 +500,18 @@ def _encode_request_v10(msg: MetadataRequest, w: Writer) -> None:
                     out += _compact_length(_n, "name")
                 out += _utf8
             out.append(0)  # no tagged fields
-    out += _pack_ooo(msg.allow_auto_topic_creation, msg.include_cluster_authorized_operations, msg.include_topic_authorized_operations)
+    out += _pack_ooo(
+        msg.allow_auto_topic_creation,
+        msg.include_cluster_authorized_operations,
+        msg.include_topic_authorized_operations,
+    )
     out.append(0)  # no tagged fields
 
 
 def _encode_request_v11(msg: MetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.include_cluster_authorized_operations):
-        raise EncodeError("MetadataRequest.include_cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("include_cluster_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataRequest.MetadataRequestTopic] | None = msg.topics
     if _s0 is None:
         out.append(0)
@@ -536,16 +586,22 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, False, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, False, partitions_1)
+        )
     return MetadataResponse(0, brokers_0, None, -1, topics_0), pos
 
 
@@ -610,16 +666,24 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1
+            )
+        )
     return MetadataResponse(0, brokers_0, None, controller_id_0, topics_0), pos
 
 
@@ -694,16 +758,24 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1
+            )
+        )
     return MetadataResponse(0, brokers_0, cluster_id_0, controller_id_0, topics_0), pos
 
 
@@ -780,16 +852,24 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1
+            )
+        )
     return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0), pos
 
 
@@ -866,22 +946,36 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, -1, replica_nodes_2, isr_nodes_2, offline_replicas_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    -1,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1
+            )
+        )
     return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0), pos
 
 
@@ -958,22 +1052,36 @@ def _decode_response_v7(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1
+            )
+        )
     return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0), pos
 
 
@@ -1050,27 +1158,51 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     (cluster_authorized_operations_0,) = _unpack_i(buf, pos)
     pos += 4
-    return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0, cluster_authorized_operations_0), pos
+    return (
+        MetadataResponse(
+            throttle_time_ms_0,
+            brokers_0,
+            cluster_id_0,
+            controller_id_0,
+            topics_0,
+            cluster_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v9(buf: memoryview, pos: int) -> tuple[MetadataResponse, int]:
@@ -1174,7 +1306,7 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1183,7 +1315,7 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1192,27 +1324,51 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[MetadataResponse, in
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, UUID_ZERO, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     (cluster_authorized_operations_0,) = _unpack_i(buf, pos)
     pos += 4
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0, cluster_authorized_operations_0), pos
+    return (
+        MetadataResponse(
+            throttle_time_ms_0,
+            brokers_0,
+            cluster_id_0,
+            controller_id_0,
+            topics_0,
+            cluster_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v10(buf: memoryview, pos: int) -> tuple[MetadataResponse, int]:
@@ -1317,7 +1473,7 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1326,7 +1482,7 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1335,27 +1491,51 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     (cluster_authorized_operations_0,) = _unpack_i(buf, pos)
     pos += 4
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return MetadataResponse(throttle_time_ms_0, brokers_0, cluster_id_0, controller_id_0, topics_0, cluster_authorized_operations_0), pos
+    return (
+        MetadataResponse(
+            throttle_time_ms_0,
+            brokers_0,
+            cluster_id_0,
+            controller_id_0,
+            topics_0,
+            cluster_authorized_operations_0,
+        ),
+        pos,
+    )
 
 
 def _decode_response_v11(buf: memoryview, pos: int) -> tuple[MetadataResponse, int]:
@@ -1460,7 +1640,7 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1469,7 +1649,7 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1478,20 +1658,34 @@ def _decode_response_v11(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -1602,7 +1796,7 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replica_nodes", _n2)
-            replica_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replica_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1611,7 +1805,7 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr_nodes", _n2)
-            isr_nodes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_nodes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -1620,20 +1814,34 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(MetadataResponse.MetadataResponsePartition(error_code_2, partition_index_2, leader_id_2, leader_epoch_2, replica_nodes_2, isr_nodes_2, offline_replicas_2))
+            partitions_1.append(
+                MetadataResponse.MetadataResponsePartition(
+                    error_code_2,
+                    partition_index_2,
+                    leader_id_2,
+                    leader_epoch_2,
+                    replica_nodes_2,
+                    isr_nodes_2,
+                    offline_replicas_2,
+                )
+            )
         (topic_authorized_operations_1,) = _unpack_i(buf, pos)
         pos += 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topics_0.append(MetadataResponse.MetadataResponseTopic(error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1))
+        topics_0.append(
+            MetadataResponse.MetadataResponseTopic(
+                error_code_1, name_1, topic_id_1, is_internal_1, partitions_1, topic_authorized_operations_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -1644,7 +1852,7 @@ def _decode_response_v12(buf: memoryview, pos: int) -> tuple[MetadataResponse, i
 def _encode_response_v0(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1657,7 +1865,7 @@ def _encode_response_v0(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str: str | None = _item1_2.name
         if _str is None:
@@ -1671,16 +1879,16 @@ def _encode_response_v0(msg: MetadataResponse, w: Writer) -> None:
             out += _pack_hii(_item2.error_code, _item2.partition_index, _item2.leader_id)
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v1(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1691,7 +1899,7 @@ def _encode_response_v1(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1701,7 +1909,7 @@ def _encode_response_v1(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str = _item1_2.name
         if _str is None:
@@ -1716,16 +1924,16 @@ def _encode_response_v1(msg: MetadataResponse, w: Writer) -> None:
             out += _pack_hii(_item2.error_code, _item2.partition_index, _item2.leader_id)
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v2(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1736,14 +1944,14 @@ def _encode_response_v2(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
     _str = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -1753,7 +1961,7 @@ def _encode_response_v2(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str = _item1_2.name
         if _str is None:
@@ -1768,16 +1976,16 @@ def _encode_response_v2(msg: MetadataResponse, w: Writer) -> None:
             out += _pack_hii(_item2.error_code, _item2.partition_index, _item2.leader_id)
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v3(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
@@ -1789,14 +1997,14 @@ def _encode_response_v3(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
     _str = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -1806,7 +2014,7 @@ def _encode_response_v3(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str = _item1_2.name
         if _str is None:
@@ -1821,16 +2029,16 @@ def _encode_response_v3(msg: MetadataResponse, w: Writer) -> None:
             out += _pack_hii(_item2.error_code, _item2.partition_index, _item2.leader_id)
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v5(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
@@ -1842,14 +2050,14 @@ def _encode_response_v5(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
     _str = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -1859,7 +2067,7 @@ def _encode_response_v5(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str = _item1_2.name
         if _str is None:
@@ -1874,19 +2082,19 @@ def _encode_response_v5(msg: MetadataResponse, w: Writer) -> None:
             out += _pack_hii(_item2.error_code, _item2.partition_index, _item2.leader_id)
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v7(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     out += _pack_i(len(_s0))
@@ -1898,14 +2106,14 @@ def _encode_response_v7(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
     _str = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -1915,7 +2123,7 @@ def _encode_response_v7(msg: MetadataResponse, w: Writer) -> None:
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
         if _item1_2.topic_authorized_operations != -2147483648:
-            raise EncodeError("MetadataResponse.MetadataResponseTopic.topic_authorized_operations is set, but this version cannot carry it")
+            raise EncodeError("topic_authorized_operations is set, but this version cannot carry it")
         out += _pack_h(_item1_2.error_code)
         _str = _item1_2.name
         if _str is None:
@@ -1927,16 +2135,18 @@ def _encode_response_v7(msg: MetadataResponse, w: Writer) -> None:
         _s1: list[MetadataResponse.MetadataResponsePartition] = _item1_2.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
 
 
 def _encode_response_v8(msg: MetadataResponse, w: Writer) -> None:
@@ -1952,14 +2162,14 @@ def _encode_response_v8(msg: MetadataResponse, w: Writer) -> None:
         out += _pack_i(_item1.port)
         _str: str | None = _item1.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
             out += _utf8
     _str = msg.cluster_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -1979,16 +2189,18 @@ def _encode_response_v8(msg: MetadataResponse, w: Writer) -> None:
         _s1: list[MetadataResponse.MetadataResponsePartition] = _item1_2.partitions
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
         out += _pack_i(_item1_2.topic_authorized_operations)
     out += _pack_i(msg.cluster_authorized_operations)
 
@@ -2062,28 +2274,30 @@ def _encode_response_v9(msg: MetadataResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1_2.topic_authorized_operations)
         out.append(0)  # no tagged fields
@@ -2160,28 +2374,30 @@ def _encode_response_v10(msg: MetadataResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1_2.topic_authorized_operations)
         out.append(0)  # no tagged fields
@@ -2192,7 +2408,7 @@ def _encode_response_v10(msg: MetadataResponse, w: Writer) -> None:
 def _encode_response_v11(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     _n = len(_s0) + 1
@@ -2260,28 +2476,30 @@ def _encode_response_v11(msg: MetadataResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1_2.topic_authorized_operations)
         out.append(0)  # no tagged fields
@@ -2291,7 +2509,7 @@ def _encode_response_v11(msg: MetadataResponse, w: Writer) -> None:
 def _encode_response_v12(msg: MetadataResponse, w: Writer) -> None:
     out = w.buf
     if msg.cluster_authorized_operations != -2147483648:
-        raise EncodeError("MetadataResponse.cluster_authorized_operations is set, but this version cannot carry it")
+        raise EncodeError("cluster_authorized_operations is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[MetadataResponse.MetadataResponseBroker] = msg.brokers
     _n = len(_s0) + 1
@@ -2360,28 +2578,30 @@ def _encode_response_v12(msg: MetadataResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_hiii(_item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch)
+            out += _pack_hiii(
+                _item2.error_code, _item2.partition_index, _item2.leader_id, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.replica_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.isr_nodes
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1_2.topic_authorized_operations)
         out.append(0)  # no tagged fields
@@ -2457,11 +2677,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[MetadataRequest, int]:
-    """Decode a Metadata request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Metadata request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Metadata request v{version} is not supported (v0-12)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -2473,11 +2691,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[MetadataReq
 
 
 def encode_request(msg: MetadataRequest, version: int, w: Writer) -> None:
-    """Append the Metadata request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Metadata request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Metadata request v{version} is not supported (v0-12)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -2487,11 +2703,9 @@ def encode_request(msg: MetadataRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[MetadataResponse, int]:
-    """Decode a Metadata response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Metadata response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Metadata response v{version} is not supported (v0-12)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -2503,11 +2717,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[MetadataRe
 
 
 def encode_response(msg: MetadataResponse, version: int, w: Writer) -> None:
-    """Append the Metadata response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Metadata response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Metadata response v{version} is not supported (v0-12)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

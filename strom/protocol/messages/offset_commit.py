@@ -5,7 +5,6 @@
 versions 0-9.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 8
 API_NAME = "OffsetCommit"
@@ -63,7 +61,8 @@ class OffsetCommitRequest:
     @dataclass(slots=True)
     class OffsetCommitRequestTopic:
         name: str = ""  # v0+
-        partitions: list[OffsetCommitRequest.OffsetCommitRequestPartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[OffsetCommitRequest.OffsetCommitRequestPartition] = field(default_factory=list)
 
     group_id: str = ""  # v0+
     generation_id_or_member_epoch: int = -1  # v1+, ignorable
@@ -83,7 +82,8 @@ class OffsetCommitResponse:
     @dataclass(slots=True)
     class OffsetCommitResponseTopic:
         name: str = ""  # v0+
-        partitions: list[OffsetCommitResponse.OffsetCommitResponsePartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[OffsetCommitResponse.OffsetCommitResponsePartition] = field(default_factory=list)
 
     throttle_time_ms: int = 0  # v3+, ignorable
     topics: list[OffsetCommitResponse.OffsetCommitResponseTopic] = field(default_factory=list)  # v0+
@@ -129,7 +129,11 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, -1, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, -1, -1, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
     return OffsetCommitRequest(group_id_0, -1, "", None, -1, topics_0), pos
 
@@ -183,9 +187,16 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, -1, commit_timestamp_2, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, -1, commit_timestamp_2, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0), pos
+    return (
+        OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -239,9 +250,18 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, -1, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, -1, -1, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, retention_time_ms_0, topics_0), pos
+    return (
+        OffsetCommitRequest(
+            group_id_0, generation_id_or_member_epoch_0, member_id_0, None, retention_time_ms_0, topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -293,9 +313,16 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, -1, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, -1, -1, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0), pos
+    return (
+        OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0),
+        pos,
+    )
 
 
 def _decode_request_v6(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -347,9 +374,16 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0), pos
+    return (
+        OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, None, -1, topics_0),
+        pos,
+    )
 
 
 def _decode_request_v7(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -411,9 +445,18 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2
+                )
+            )
         topics_0.append(OffsetCommitRequest.OffsetCommitRequestTopic(name_1, partitions_1))
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, group_instance_id_0, -1, topics_0), pos
+    return (
+        OffsetCommitRequest(
+            group_id_0, generation_id_or_member_epoch_0, member_id_0, group_instance_id_0, -1, topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v8(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, int]:
@@ -501,7 +544,11 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(OffsetCommitRequest.OffsetCommitRequestPartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2))
+            partitions_1.append(
+                OffsetCommitRequest.OffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, -1, committed_metadata_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -511,13 +558,18 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[OffsetCommitRequest, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return OffsetCommitRequest(group_id_0, generation_id_or_member_epoch_0, member_id_0, group_instance_id_0, -1, topics_0), pos
+    return (
+        OffsetCommitRequest(
+            group_id_0, generation_id_or_member_epoch_0, member_id_0, group_instance_id_0, -1, topics_0
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: OffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("OffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -531,11 +583,11 @@ def _encode_request_v0(msg: OffsetCommitRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -545,7 +597,7 @@ def _encode_request_v0(msg: OffsetCommitRequest, w: Writer) -> None:
 def _encode_request_v1(msg: OffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("OffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -565,7 +617,7 @@ def _encode_request_v1(msg: OffsetCommitRequest, w: Writer) -> None:
             out += _pack_iqq(_item2.partition_index, _item2.committed_offset, _item2.commit_timestamp)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -575,7 +627,7 @@ def _encode_request_v1(msg: OffsetCommitRequest, w: Writer) -> None:
 def _encode_request_v2(msg: OffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("OffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -594,11 +646,11 @@ def _encode_request_v2(msg: OffsetCommitRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -608,7 +660,7 @@ def _encode_request_v2(msg: OffsetCommitRequest, w: Writer) -> None:
 def _encode_request_v5(msg: OffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("OffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -626,11 +678,11 @@ def _encode_request_v5(msg: OffsetCommitRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -640,7 +692,7 @@ def _encode_request_v5(msg: OffsetCommitRequest, w: Writer) -> None:
 def _encode_request_v6(msg: OffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("OffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -658,11 +710,11 @@ def _encode_request_v6(msg: OffsetCommitRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition_index, _item2.committed_offset, _item2.committed_leader_epoch)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -680,7 +732,7 @@ def _encode_request_v7(msg: OffsetCommitRequest, w: Writer) -> None:
     out += _utf8
     _str: str | None = msg.group_instance_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -695,11 +747,11 @@ def _encode_request_v7(msg: OffsetCommitRequest, w: Writer) -> None:
         out += _pack_i(len(_s1))
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition_index, _item2.committed_offset, _item2.committed_leader_epoch)
             _str = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -756,7 +808,7 @@ def _encode_request_v8(msg: OffsetCommitRequest, w: Writer) -> None:
             out += _uvarint(_n)
         for _item2 in _s1:
             if _item2.commit_timestamp != -1:
-                raise EncodeError("OffsetCommitRequest.OffsetCommitRequestPartition.commit_timestamp is set, but this version cannot carry it")
+                raise EncodeError("commit_timestamp is set, but this version cannot carry it")
             out += _pack_iqi(_item2.partition_index, _item2.committed_offset, _item2.committed_leader_epoch)
             _str = _item2.committed_metadata
             if _str is None:
@@ -797,7 +849,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[OffsetCommitResponse
         for _ in range(_n1):
             partition_index_2, error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            partitions_1.append(OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2)
+            )
         topics_0.append(OffsetCommitResponse.OffsetCommitResponseTopic(name_1, partitions_1))
     return OffsetCommitResponse(0, topics_0), pos
 
@@ -827,7 +881,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[OffsetCommitResponse
         for _ in range(_n1):
             partition_index_2, error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            partitions_1.append(OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2)
+            )
         topics_0.append(OffsetCommitResponse.OffsetCommitResponseTopic(name_1, partitions_1))
     return OffsetCommitResponse(throttle_time_ms_0, topics_0), pos
 
@@ -871,7 +927,9 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[OffsetCommitResponse
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                OffsetCommitResponse.OffsetCommitResponsePartition(partition_index_2, error_code_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -1000,11 +1058,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetCommitRequest, int]:
-    """Decode a OffsetCommit request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetCommit request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetCommit request v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1016,11 +1072,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetCommi
 
 
 def encode_request(msg: OffsetCommitRequest, version: int, w: Writer) -> None:
-    """Append the OffsetCommit request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetCommit request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetCommit request v{version} is not supported (v0-9)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1030,11 +1084,9 @@ def encode_request(msg: OffsetCommitRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetCommitResponse, int]:
-    """Decode a OffsetCommit response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetCommit response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetCommit response v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1046,11 +1098,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetComm
 
 
 def encode_response(msg: OffsetCommitResponse, version: int, w: Writer) -> None:
-    """Append the OffsetCommit response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetCommit response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetCommit response v{version} is not supported (v0-9)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

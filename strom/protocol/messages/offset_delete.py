@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,9 +15,8 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
 
 API_KEY = 47
 API_NAME = "OffsetDelete"
@@ -48,7 +46,8 @@ class OffsetDeleteRequest:
     @dataclass(slots=True)
     class OffsetDeleteRequestTopic:
         name: str = ""  # v0+
-        partitions: list[OffsetDeleteRequest.OffsetDeleteRequestPartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[OffsetDeleteRequest.OffsetDeleteRequestPartition] = field(default_factory=list)
 
     group_id: str = ""  # v0+
     topics: list[OffsetDeleteRequest.OffsetDeleteRequestTopic] = field(default_factory=list)  # v0+
@@ -64,7 +63,8 @@ class OffsetDeleteResponse:
     @dataclass(slots=True)
     class OffsetDeleteResponseTopic:
         name: str = ""  # v0+
-        partitions: list[OffsetDeleteResponse.OffsetDeleteResponsePartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[OffsetDeleteResponse.OffsetDeleteResponsePartition] = field(default_factory=list)
 
     error_code: int = 0  # v0+
     throttle_time_ms: int = 0  # v0+, ignorable
@@ -148,7 +148,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[OffsetDeleteResponse
         for _ in range(_n1):
             partition_index_2, error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            partitions_1.append(OffsetDeleteResponse.OffsetDeleteResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                OffsetDeleteResponse.OffsetDeleteResponsePartition(partition_index_2, error_code_2)
+            )
         topics_0.append(OffsetDeleteResponse.OffsetDeleteResponseTopic(name_1, partitions_1))
     return OffsetDeleteResponse(error_code_0, throttle_time_ms_0, topics_0), pos
 
@@ -189,11 +191,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetDeleteRequest, int]:
-    """Decode a OffsetDelete request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetDelete request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetDelete request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -205,11 +205,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetDelet
 
 
 def encode_request(msg: OffsetDeleteRequest, version: int, w: Writer) -> None:
-    """Append the OffsetDelete request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetDelete request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetDelete request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -219,11 +217,9 @@ def encode_request(msg: OffsetDeleteRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetDeleteResponse, int]:
-    """Decode a OffsetDelete response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetDelete response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetDelete response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -235,11 +231,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetDele
 
 
 def encode_response(msg: OffsetDeleteResponse, version: int, w: Writer) -> None:
-    """Append the OffsetDelete response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetDelete response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetDelete response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

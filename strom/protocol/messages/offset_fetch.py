@@ -5,7 +5,6 @@
 versions 0-9.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 9
 API_NAME = "OffsetFetch"
@@ -65,10 +63,12 @@ class OffsetFetchRequest:
         group_id: str = ""  # v8+
         member_id: str | None = None  # v9+, nullable v9+, ignorable
         member_epoch: int = -1  # v9+, ignorable
-        topics: list[OffsetFetchRequest.OffsetFetchRequestTopics] | None = field(default_factory=list)  # v8+, nullable v8+
+        # v8+, nullable v8+
+        topics: list[OffsetFetchRequest.OffsetFetchRequestTopics] | None = field(default_factory=list)
 
     group_id: str = ""  # v0-7
-    topics: list[OffsetFetchRequest.OffsetFetchRequestTopic] | None = field(default_factory=list)  # v0-7, nullable v2-7
+    # v0-7, nullable v2-7
+    topics: list[OffsetFetchRequest.OffsetFetchRequestTopic] | None = field(default_factory=list)
     groups: list[OffsetFetchRequest.OffsetFetchRequestGroup] = field(default_factory=list)  # v8+
     require_stable: bool = False  # v7+
 
@@ -86,7 +86,8 @@ class OffsetFetchResponse:
     @dataclass(slots=True)
     class OffsetFetchResponseTopic:
         name: str = ""  # v0-7
-        partitions: list[OffsetFetchResponse.OffsetFetchResponsePartition] = field(default_factory=list)  # v0-7
+        # v0-7
+        partitions: list[OffsetFetchResponse.OffsetFetchResponsePartition] = field(default_factory=list)
 
     @dataclass(slots=True)
     class OffsetFetchResponsePartitions:
@@ -99,7 +100,8 @@ class OffsetFetchResponse:
     @dataclass(slots=True)
     class OffsetFetchResponseTopics:
         name: str = ""  # v8+
-        partitions: list[OffsetFetchResponse.OffsetFetchResponsePartitions] = field(default_factory=list)  # v8+
+        # v8+
+        partitions: list[OffsetFetchResponse.OffsetFetchResponsePartitions] = field(default_factory=list)
 
     @dataclass(slots=True)
     class OffsetFetchResponseGroup:
@@ -139,7 +141,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partition_indexes", _n1)
-        partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         topics_0.append(OffsetFetchRequest.OffsetFetchRequestTopic(name_1, partition_indexes_1))
     return OffsetFetchRequest(group_id_0, topics_0), pos
@@ -174,7 +176,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
             pos += 4
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n1)
-            partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             topics_0.append(OffsetFetchRequest.OffsetFetchRequestTopic(name_1, partition_indexes_1))
     return OffsetFetchRequest(group_id_0, topics_0), pos
@@ -223,7 +225,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n1)
-            partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -280,7 +282,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
             _n1 -= 1
             if _n1 < 0 or _n1 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n1)
-            partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+            partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
             pos += _n1 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -348,7 +350,7 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
                 _n2 -= 1
                 if _n2 < 0 or _n2 * 4 > _blen - pos:
                     raise _bad_length("partition_indexes", _n2)
-                partition_indexes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                partition_indexes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
@@ -435,7 +437,7 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
                 _n2 -= 1
                 if _n2 < 0 or _n2 * 4 > _blen - pos:
                     raise _bad_length("partition_indexes", _n2)
-                partition_indexes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+                partition_indexes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
                 pos += _n2 * 4
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
@@ -446,7 +448,9 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        groups_0.append(OffsetFetchRequest.OffsetFetchRequestGroup(group_id_1, member_id_1, member_epoch_1, topics_1))
+        groups_0.append(
+            OffsetFetchRequest.OffsetFetchRequestGroup(group_id_1, member_id_1, member_epoch_1, topics_1)
+        )
     (require_stable_0,) = _unpack_o(buf, pos)
     pos += 1
     if buf[pos]:
@@ -458,10 +462,10 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[OffsetFetchRequest, i
 
 def _encode_request_v0(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchRequest.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     if bool(msg.require_stable):
-        raise EncodeError("OffsetFetchRequest.require_stable is set, but this version cannot carry it")
+        raise EncodeError("require_stable is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -475,21 +479,21 @@ def _encode_request_v0(msg: OffsetFetchRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[int] = _item1.partition_indexes
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
 
 
 def _encode_request_v2(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchRequest.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     if bool(msg.require_stable):
-        raise EncodeError("OffsetFetchRequest.require_stable is set, but this version cannot carry it")
+        raise EncodeError("require_stable is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
     _s0: list[OffsetFetchRequest.OffsetFetchRequestTopic] | None = msg.topics
     if _s0 is None:
-        out += b'\xff\xff\xff\xff'
+        out += b"\xff\xff\xff\xff"
     else:
         out += _pack_i(len(_s0))
         for _item1 in _s0:
@@ -498,15 +502,15 @@ def _encode_request_v2(msg: OffsetFetchRequest, w: Writer) -> None:
             out += _utf8
             _s1: list[int] = _item1.partition_indexes
             out += _pack_i(len(_s1))
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
 
 
 def _encode_request_v6(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchRequest.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     if bool(msg.require_stable):
-        raise EncodeError("OffsetFetchRequest.require_stable is set, but this version cannot carry it")
+        raise EncodeError("require_stable is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -537,15 +541,15 @@ def _encode_request_v6(msg: OffsetFetchRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
 
 def _encode_request_v7(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchRequest.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     _n = len(_utf8) + 1
     if _n < 128:
@@ -576,7 +580,7 @@ def _encode_request_v7(msg: OffsetFetchRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s1), *_s1)
+            out += _struct_pack(f">{len(_s1)}i", *_s1)
             out.append(0)  # no tagged fields
     out += _pack_o(msg.require_stable)
     out.append(0)  # no tagged fields
@@ -585,9 +589,9 @@ def _encode_request_v7(msg: OffsetFetchRequest, w: Writer) -> None:
 def _encode_request_v8(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_id != "":
-        raise EncodeError("OffsetFetchRequest.group_id is set, but this version cannot carry it")
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("OffsetFetchRequest.topics is set, but this version cannot carry it")
+        raise EncodeError("group_id is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     _s0: list[OffsetFetchRequest.OffsetFetchRequestGroup] = msg.groups
     _n = len(_s0) + 1
     if _n < 128:
@@ -625,7 +629,7 @@ def _encode_request_v8(msg: OffsetFetchRequest, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2), *_s2)
+                out += _struct_pack(f">{len(_s2)}i", *_s2)
                 out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out += _pack_o(msg.require_stable)
@@ -635,9 +639,9 @@ def _encode_request_v8(msg: OffsetFetchRequest, w: Writer) -> None:
 def _encode_request_v9(msg: OffsetFetchRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_id != "":
-        raise EncodeError("OffsetFetchRequest.group_id is set, but this version cannot carry it")
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("OffsetFetchRequest.topics is set, but this version cannot carry it")
+        raise EncodeError("group_id is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     _s0: list[OffsetFetchRequest.OffsetFetchRequestGroup] = msg.groups
     _n = len(_s0) + 1
     if _n < 128:
@@ -687,7 +691,7 @@ def _encode_request_v9(msg: OffsetFetchRequest, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%di" % len(_s2), *_s2)
+                out += _struct_pack(f">{len(_s2)}i", *_s2)
                 out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out += _pack_o(msg.require_stable)
@@ -729,7 +733,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                 pos = _end
             (error_code_2,) = _unpack_h(buf, pos)
             pos += 2
-            partitions_1.append(OffsetFetchResponse.OffsetFetchResponsePartition(partition_index_2, committed_offset_2, -1, metadata_2, error_code_2))
+            partitions_1.append(
+                OffsetFetchResponse.OffsetFetchResponsePartition(
+                    partition_index_2, committed_offset_2, -1, metadata_2, error_code_2
+                )
+            )
         topics_0.append(OffsetFetchResponse.OffsetFetchResponseTopic(name_1, partitions_1))
     return OffsetFetchResponse(0, topics_0), pos
 
@@ -769,7 +777,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                 pos = _end
             (error_code_2,) = _unpack_h(buf, pos)
             pos += 2
-            partitions_1.append(OffsetFetchResponse.OffsetFetchResponsePartition(partition_index_2, committed_offset_2, -1, metadata_2, error_code_2))
+            partitions_1.append(
+                OffsetFetchResponse.OffsetFetchResponsePartition(
+                    partition_index_2, committed_offset_2, -1, metadata_2, error_code_2
+                )
+            )
         topics_0.append(OffsetFetchResponse.OffsetFetchResponseTopic(name_1, partitions_1))
     (error_code_0,) = _unpack_h(buf, pos)
     pos += 2
@@ -813,7 +825,11 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                 pos = _end
             (error_code_2,) = _unpack_h(buf, pos)
             pos += 2
-            partitions_1.append(OffsetFetchResponse.OffsetFetchResponsePartition(partition_index_2, committed_offset_2, -1, metadata_2, error_code_2))
+            partitions_1.append(
+                OffsetFetchResponse.OffsetFetchResponsePartition(
+                    partition_index_2, committed_offset_2, -1, metadata_2, error_code_2
+                )
+            )
         topics_0.append(OffsetFetchResponse.OffsetFetchResponseTopic(name_1, partitions_1))
     (error_code_0,) = _unpack_h(buf, pos)
     pos += 2
@@ -857,7 +873,11 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                 pos = _end
             (error_code_2,) = _unpack_h(buf, pos)
             pos += 2
-            partitions_1.append(OffsetFetchResponse.OffsetFetchResponsePartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, metadata_2, error_code_2))
+            partitions_1.append(
+                OffsetFetchResponse.OffsetFetchResponsePartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, metadata_2, error_code_2
+                )
+            )
         topics_0.append(OffsetFetchResponse.OffsetFetchResponseTopic(name_1, partitions_1))
     (error_code_0,) = _unpack_h(buf, pos)
     pos += 2
@@ -917,7 +937,11 @@ def _decode_response_v6(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(OffsetFetchResponse.OffsetFetchResponsePartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, metadata_2, error_code_2))
+            partitions_1.append(
+                OffsetFetchResponse.OffsetFetchResponsePartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, metadata_2, error_code_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -1005,7 +1029,15 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(OffsetFetchResponse.OffsetFetchResponsePartitions(partition_index_3, committed_offset_3, committed_leader_epoch_3, metadata_3, error_code_3))
+                partitions_2.append(
+                    OffsetFetchResponse.OffsetFetchResponsePartitions(
+                        partition_index_3,
+                        committed_offset_3,
+                        committed_leader_epoch_3,
+                        metadata_3,
+                        error_code_3,
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -1027,8 +1059,8 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[OffsetFetchResponse,
 
 def _encode_response_v0(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchResponse.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     _s0: list[OffsetFetchResponse.OffsetFetchResponseTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1041,7 +1073,7 @@ def _encode_response_v0(msg: OffsetFetchResponse, w: Writer) -> None:
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -1051,8 +1083,8 @@ def _encode_response_v0(msg: OffsetFetchResponse, w: Writer) -> None:
 
 def _encode_response_v2(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchResponse.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     _s0: list[OffsetFetchResponse.OffsetFetchResponseTopic] = msg.topics
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -1065,7 +1097,7 @@ def _encode_response_v2(msg: OffsetFetchResponse, w: Writer) -> None:
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -1076,8 +1108,8 @@ def _encode_response_v2(msg: OffsetFetchResponse, w: Writer) -> None:
 
 def _encode_response_v3(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchResponse.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[OffsetFetchResponse.OffsetFetchResponseTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -1091,7 +1123,7 @@ def _encode_response_v3(msg: OffsetFetchResponse, w: Writer) -> None:
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -1102,8 +1134,8 @@ def _encode_response_v3(msg: OffsetFetchResponse, w: Writer) -> None:
 
 def _encode_response_v5(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchResponse.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[OffsetFetchResponse.OffsetFetchResponseTopic] = msg.topics
     out += _pack_i(len(_s0))
@@ -1117,7 +1149,7 @@ def _encode_response_v5(msg: OffsetFetchResponse, w: Writer) -> None:
             out += _pack_iqi(_item2.partition_index, _item2.committed_offset, _item2.committed_leader_epoch)
             _str: str | None = _item2.metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -1128,8 +1160,8 @@ def _encode_response_v5(msg: OffsetFetchResponse, w: Writer) -> None:
 
 def _encode_response_v6(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.groups is None or len(msg.groups) != 0):
-        raise EncodeError("OffsetFetchResponse.groups is set, but this version cannot carry it")
+    if msg.groups is None or len(msg.groups) != 0:
+        raise EncodeError("groups is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[OffsetFetchResponse.OffsetFetchResponseTopic] = msg.topics
     _n = len(_s0) + 1
@@ -1173,8 +1205,8 @@ def _encode_response_v6(msg: OffsetFetchResponse, w: Writer) -> None:
 
 def _encode_response_v8(msg: OffsetFetchResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("OffsetFetchResponse.topics is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     out += _pack_i(msg.throttle_time_ms)
     _s0: list[OffsetFetchResponse.OffsetFetchResponseGroup] = msg.groups
     _n = len(_s0) + 1
@@ -1211,7 +1243,9 @@ def _encode_response_v8(msg: OffsetFetchResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_iqi(_item3.partition_index, _item3.committed_offset, _item3.committed_leader_epoch)
+                out += _pack_iqi(
+                    _item3.partition_index, _item3.committed_offset, _item3.committed_leader_epoch
+                )
                 _str: str | None = _item3.metadata
                 if _str is None:
                     out.append(0)
@@ -1288,11 +1322,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetFetchRequest, int]:
-    """Decode a OffsetFetch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetFetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetFetch request v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1304,11 +1336,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetFetch
 
 
 def encode_request(msg: OffsetFetchRequest, version: int, w: Writer) -> None:
-    """Append the OffsetFetch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetFetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetFetch request v{version} is not supported (v0-9)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1318,11 +1348,9 @@ def encode_request(msg: OffsetFetchRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetFetchResponse, int]:
-    """Decode a OffsetFetch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetFetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetFetch response v{version} is not supported (v0-9)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1334,11 +1362,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetFetc
 
 
 def encode_response(msg: OffsetFetchResponse, version: int, w: Writer) -> None:
-    """Append the OffsetFetch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetFetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetFetch response v{version} is not supported (v0-9)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 23
 API_NAME = "OffsetForLeaderEpoch"
@@ -59,7 +57,8 @@ class OffsetForLeaderEpochRequest:
     @dataclass(slots=True)
     class OffsetForLeaderTopic:
         topic: str = ""  # v0+
-        partitions: list[OffsetForLeaderEpochRequest.OffsetForLeaderPartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[OffsetForLeaderEpochRequest.OffsetForLeaderPartition] = field(default_factory=list)
 
     replica_id: int = -2  # v3+, ignorable
     topics: list[OffsetForLeaderEpochRequest.OffsetForLeaderTopic] = field(default_factory=list)  # v0+
@@ -106,7 +105,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpochR
         for _ in range(_n1):
             partition_2, leader_epoch_2 = _unpack_ii(buf, pos)
             pos += 8
-            partitions_1.append(OffsetForLeaderEpochRequest.OffsetForLeaderPartition(partition_2, -1, leader_epoch_2))
+            partitions_1.append(
+                OffsetForLeaderEpochRequest.OffsetForLeaderPartition(partition_2, -1, leader_epoch_2)
+            )
         topics_0.append(OffsetForLeaderEpochRequest.OffsetForLeaderTopic(topic_1, partitions_1))
     return OffsetForLeaderEpochRequest(-2, topics_0), pos
 
@@ -134,7 +135,11 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpochR
         for _ in range(_n1):
             partition_2, current_leader_epoch_2, leader_epoch_2 = _unpack_iii(buf, pos)
             pos += 12
-            partitions_1.append(OffsetForLeaderEpochRequest.OffsetForLeaderPartition(partition_2, current_leader_epoch_2, leader_epoch_2))
+            partitions_1.append(
+                OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                    partition_2, current_leader_epoch_2, leader_epoch_2
+                )
+            )
         topics_0.append(OffsetForLeaderEpochRequest.OffsetForLeaderTopic(topic_1, partitions_1))
     return OffsetForLeaderEpochRequest(-2, topics_0), pos
 
@@ -164,7 +169,11 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpochR
         for _ in range(_n1):
             partition_2, current_leader_epoch_2, leader_epoch_2 = _unpack_iii(buf, pos)
             pos += 12
-            partitions_1.append(OffsetForLeaderEpochRequest.OffsetForLeaderPartition(partition_2, current_leader_epoch_2, leader_epoch_2))
+            partitions_1.append(
+                OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                    partition_2, current_leader_epoch_2, leader_epoch_2
+                )
+            )
         topics_0.append(OffsetForLeaderEpochRequest.OffsetForLeaderTopic(topic_1, partitions_1))
     return OffsetForLeaderEpochRequest(replica_id_0, topics_0), pos
 
@@ -208,7 +217,11 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpochR
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(OffsetForLeaderEpochRequest.OffsetForLeaderPartition(partition_2, current_leader_epoch_2, leader_epoch_2))
+            partitions_1.append(
+                OffsetForLeaderEpochRequest.OffsetForLeaderPartition(
+                    partition_2, current_leader_epoch_2, leader_epoch_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -317,7 +330,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpoch
         for _ in range(_n1):
             error_code_2, partition_2, end_offset_2 = _unpack_hiq(buf, pos)
             pos += 14
-            partitions_1.append(OffsetForLeaderEpochResponse.EpochEndOffset(error_code_2, partition_2, -1, end_offset_2))
+            partitions_1.append(
+                OffsetForLeaderEpochResponse.EpochEndOffset(error_code_2, partition_2, -1, end_offset_2)
+            )
         topics_0.append(OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(topic_1, partitions_1))
     return OffsetForLeaderEpochResponse(0, topics_0), pos
 
@@ -345,7 +360,11 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpoch
         for _ in range(_n1):
             error_code_2, partition_2, leader_epoch_2, end_offset_2 = _unpack_hiiq(buf, pos)
             pos += 18
-            partitions_1.append(OffsetForLeaderEpochResponse.EpochEndOffset(error_code_2, partition_2, leader_epoch_2, end_offset_2))
+            partitions_1.append(
+                OffsetForLeaderEpochResponse.EpochEndOffset(
+                    error_code_2, partition_2, leader_epoch_2, end_offset_2
+                )
+            )
         topics_0.append(OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(topic_1, partitions_1))
     return OffsetForLeaderEpochResponse(0, topics_0), pos
 
@@ -375,7 +394,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpoch
         for _ in range(_n1):
             error_code_2, partition_2, leader_epoch_2, end_offset_2 = _unpack_hiiq(buf, pos)
             pos += 18
-            partitions_1.append(OffsetForLeaderEpochResponse.EpochEndOffset(error_code_2, partition_2, leader_epoch_2, end_offset_2))
+            partitions_1.append(
+                OffsetForLeaderEpochResponse.EpochEndOffset(
+                    error_code_2, partition_2, leader_epoch_2, end_offset_2
+                )
+            )
         topics_0.append(OffsetForLeaderEpochResponse.OffsetForLeaderTopicResult(topic_1, partitions_1))
     return OffsetForLeaderEpochResponse(throttle_time_ms_0, topics_0), pos
 
@@ -419,7 +442,11 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[OffsetForLeaderEpoch
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(OffsetForLeaderEpochResponse.EpochEndOffset(error_code_2, partition_2, leader_epoch_2, end_offset_2))
+            partitions_1.append(
+                OffsetForLeaderEpochResponse.EpochEndOffset(
+                    error_code_2, partition_2, leader_epoch_2, end_offset_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -542,11 +569,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetForLeaderEpochRequest, int]:
-    """Decode a OffsetForLeaderEpoch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetForLeaderEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetForLeaderEpoch request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -558,11 +583,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[OffsetForLe
 
 
 def encode_request(msg: OffsetForLeaderEpochRequest, version: int, w: Writer) -> None:
-    """Append the OffsetForLeaderEpoch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetForLeaderEpoch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetForLeaderEpoch request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -572,11 +595,9 @@ def encode_request(msg: OffsetForLeaderEpochRequest, version: int, w: Writer) ->
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetForLeaderEpochResponse, int]:
-    """Decode a OffsetForLeaderEpoch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetForLeaderEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetForLeaderEpoch response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -588,11 +609,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[OffsetForL
 
 
 def encode_response(msg: OffsetForLeaderEpochResponse, version: int, w: Writer) -> None:
-    """Append the OffsetForLeaderEpoch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"OffsetForLeaderEpoch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"OffsetForLeaderEpoch response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

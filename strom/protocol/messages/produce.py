@@ -5,7 +5,6 @@
 versions 0-11.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -17,16 +16,15 @@ from strom.protocol.primitives import (
     Records,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
-    write_records as _write_records,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
+from strom.protocol.primitives import write_records as _write_records
 
 API_KEY = 0
 API_NAME = "Produce"
@@ -90,14 +88,19 @@ class ProduceResponse:
         base_offset: int = 0  # v0+
         log_append_time_ms: int = -1  # v2+, ignorable
         log_start_offset: int = -1  # v5+, ignorable
-        record_errors: list[ProduceResponse.BatchIndexAndErrorMessage] = field(default_factory=list)  # v8+, ignorable
+        # v8+, ignorable
+        record_errors: list[ProduceResponse.BatchIndexAndErrorMessage] = field(default_factory=list)
         error_message: str | None = None  # v8+, nullable v8+, ignorable
-        current_leader: ProduceResponse.LeaderIdAndEpoch = field(default_factory=lambda: ProduceResponse.LeaderIdAndEpoch())  # v10+, tag 0 in v10+
+        # v10+, tag 0 in v10+
+        current_leader: ProduceResponse.LeaderIdAndEpoch = field(
+            default_factory=lambda: ProduceResponse.LeaderIdAndEpoch()
+        )
 
     @dataclass(slots=True)
     class TopicProduceResponse:
         name: str = ""  # v0+
-        partition_responses: list[ProduceResponse.PartitionProduceResponse] = field(default_factory=list)  # v0+
+        # v0+
+        partition_responses: list[ProduceResponse.PartitionProduceResponse] = field(default_factory=list)
 
     @dataclass(slots=True)
     class NodeEndpoint:
@@ -109,10 +112,6 @@ class ProduceResponse:
     responses: list[ProduceResponse.TopicProduceResponse] = field(default_factory=list)  # v0+
     throttle_time_ms: int = 0  # v1+, ignorable
     node_endpoints: list[ProduceResponse.NodeEndpoint] = field(default_factory=list)  # v10+, tag 0 in v10+
-
-
-# Default instances that tagged and version-dependent fields are compared against.
-_DEFAULT_ProduceResponse_LeaderIdAndEpoch = ProduceResponse.LeaderIdAndEpoch()
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ProduceRequest, int]:
@@ -255,7 +254,12 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[ProduceRequest, int]:
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 records_2: Records = None
             else:
@@ -284,7 +288,7 @@ def _decode_request_v9(buf: memoryview, pos: int) -> tuple[ProduceRequest, int]:
 def _encode_request_v0(msg: ProduceRequest, w: Writer) -> None:
     out = w.buf
     if msg.transactional_id is not None:
-        raise EncodeError("ProduceRequest.transactional_id is set, but this version cannot carry it")
+        raise EncodeError("transactional_id is set, but this version cannot carry it")
     out += _pack_hi(msg.acks, msg.timeout_ms)
     _s0: list[ProduceRequest.TopicProduceData] = msg.topic_data
     out += _pack_i(len(_s0))
@@ -303,7 +307,7 @@ def _encode_request_v3(msg: ProduceRequest, w: Writer) -> None:
     out = w.buf
     _str: str | None = msg.transactional_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -387,7 +391,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
         for _ in range(_n1):
             index_2, error_code_2, base_offset_2 = _unpack_ihq(buf, pos)
             pos += 14
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2)
+            )
         responses_0.append(ProduceResponse.TopicProduceResponse(name_1, partition_responses_1))
     return ProduceResponse(responses_0), pos
 
@@ -415,7 +421,9 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
         for _ in range(_n1):
             index_2, error_code_2, base_offset_2 = _unpack_ihq(buf, pos)
             pos += 14
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2)
+            )
         responses_0.append(ProduceResponse.TopicProduceResponse(name_1, partition_responses_1))
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
@@ -445,7 +453,11 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
         for _ in range(_n1):
             index_2, error_code_2, base_offset_2, log_append_time_ms_2 = _unpack_ihqq(buf, pos)
             pos += 22
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2, log_append_time_ms_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(
+                    index_2, error_code_2, base_offset_2, log_append_time_ms_2
+                )
+            )
         responses_0.append(ProduceResponse.TopicProduceResponse(name_1, partition_responses_1))
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
@@ -473,9 +485,19 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
             raise _bad_length("partition_responses", _n1)
         partition_responses_1: list[ProduceResponse.PartitionProduceResponse] = []
         for _ in range(_n1):
-            index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                index_2,
+                error_code_2,
+                base_offset_2,
+                log_append_time_ms_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(
+                    index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2
+                )
+            )
         responses_0.append(ProduceResponse.TopicProduceResponse(name_1, partition_responses_1))
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
@@ -503,7 +525,13 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
             raise _bad_length("partition_responses", _n1)
         partition_responses_1: list[ProduceResponse.PartitionProduceResponse] = []
         for _ in range(_n1):
-            index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                index_2,
+                error_code_2,
+                base_offset_2,
+                log_append_time_ms_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
@@ -523,7 +551,9 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
                     _end = pos + _n
                     batch_index_error_message_3 = buf[pos:_end].tobytes().decode()
                     pos = _end
-                record_errors_2.append(ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3))
+                record_errors_2.append(
+                    ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3)
+                )
             (_n,) = _unpack_h(buf, pos)
             pos += 2
             if _n == -1:
@@ -534,7 +564,17 @@ def _decode_response_v8(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
                 _end = pos + _n
                 error_message_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2, record_errors_2, error_message_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(
+                    index_2,
+                    error_code_2,
+                    base_offset_2,
+                    log_append_time_ms_2,
+                    log_start_offset_2,
+                    record_errors_2,
+                    error_message_2,
+                )
+            )
         responses_0.append(ProduceResponse.TopicProduceResponse(name_1, partition_responses_1))
     (throttle_time_ms_0,) = _unpack_i(buf, pos)
     pos += 4
@@ -572,7 +612,13 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
             raise _bad_length("partition_responses", _n1)
         partition_responses_1: list[ProduceResponse.PartitionProduceResponse] = []
         for _ in range(_n1):
-            index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                index_2,
+                error_code_2,
+                base_offset_2,
+                log_append_time_ms_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             _n2 = buf[pos]
             pos += 1
@@ -601,7 +647,9 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                record_errors_2.append(ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3))
+                record_errors_2.append(
+                    ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3)
+                )
             _n = buf[pos]
             pos += 1
             if _n > 127:
@@ -618,7 +666,17 @@ def _decode_response_v9(buf: memoryview, pos: int) -> tuple[ProduceResponse, int
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2, record_errors_2, error_message_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(
+                    index_2,
+                    error_code_2,
+                    base_offset_2,
+                    log_append_time_ms_2,
+                    log_start_offset_2,
+                    record_errors_2,
+                    error_message_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -664,7 +722,13 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
             raise _bad_length("partition_responses", _n1)
         partition_responses_1: list[ProduceResponse.PartitionProduceResponse] = []
         for _ in range(_n1):
-            index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2 = _unpack_ihqqq(buf, pos)
+            (
+                index_2,
+                error_code_2,
+                base_offset_2,
+                log_append_time_ms_2,
+                log_start_offset_2,
+            ) = _unpack_ihqqq(buf, pos)
             pos += 30
             _n2 = buf[pos]
             pos += 1
@@ -693,7 +757,9 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                record_errors_2.append(ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3))
+                record_errors_2.append(
+                    ProduceResponse.BatchIndexAndErrorMessage(batch_index_3, batch_index_error_message_3)
+                )
             _n = buf[pos]
             pos += 1
             if _n > 127:
@@ -729,7 +795,18 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
                         raise _bad_length("current_leader", _size2)
                 else:
                     pos = _tag_end2  # unknown tag: skipped (KIP-482)
-            partition_responses_1.append(ProduceResponse.PartitionProduceResponse(index_2, error_code_2, base_offset_2, log_append_time_ms_2, log_start_offset_2, record_errors_2, error_message_2, current_leader_2))
+            partition_responses_1.append(
+                ProduceResponse.PartitionProduceResponse(
+                    index_2,
+                    error_code_2,
+                    base_offset_2,
+                    log_append_time_ms_2,
+                    log_start_offset_2,
+                    record_errors_2,
+                    error_message_2,
+                    current_leader_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -799,8 +876,8 @@ def _decode_response_v10(buf: memoryview, pos: int) -> tuple[ProduceResponse, in
 
 def _encode_response_v0(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -810,15 +887,15 @@ def _encode_response_v0(msg: ProduceResponse, w: Writer) -> None:
         _s1: list[ProduceResponse.PartitionProduceResponse] = _item1.partition_responses
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
             out += _pack_ihq(_item2.index, _item2.error_code, _item2.base_offset)
 
 
 def _encode_response_v1(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -828,16 +905,16 @@ def _encode_response_v1(msg: ProduceResponse, w: Writer) -> None:
         _s1: list[ProduceResponse.PartitionProduceResponse] = _item1.partition_responses
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
             out += _pack_ihq(_item2.index, _item2.error_code, _item2.base_offset)
     out += _pack_i(msg.throttle_time_ms)
 
 
 def _encode_response_v2(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -847,16 +924,16 @@ def _encode_response_v2(msg: ProduceResponse, w: Writer) -> None:
         _s1: list[ProduceResponse.PartitionProduceResponse] = _item1.partition_responses
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
             out += _pack_ihqq(_item2.index, _item2.error_code, _item2.base_offset, _item2.log_append_time_ms)
     out += _pack_i(msg.throttle_time_ms)
 
 
 def _encode_response_v5(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -866,16 +943,22 @@ def _encode_response_v5(msg: ProduceResponse, w: Writer) -> None:
         _s1: list[ProduceResponse.PartitionProduceResponse] = _item1.partition_responses
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.index, _item2.error_code, _item2.base_offset, _item2.log_append_time_ms, _item2.log_start_offset)
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.index,
+                _item2.error_code,
+                _item2.base_offset,
+                _item2.log_append_time_ms,
+                _item2.log_start_offset,
+            )
     out += _pack_i(msg.throttle_time_ms)
 
 
 def _encode_response_v8(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     out += _pack_i(len(_s0))
     for _item1 in _s0:
@@ -885,23 +968,29 @@ def _encode_response_v8(msg: ProduceResponse, w: Writer) -> None:
         _s1: list[ProduceResponse.PartitionProduceResponse] = _item1.partition_responses
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.index, _item2.error_code, _item2.base_offset, _item2.log_append_time_ms, _item2.log_start_offset)
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.index,
+                _item2.error_code,
+                _item2.base_offset,
+                _item2.log_append_time_ms,
+                _item2.log_start_offset,
+            )
             _s2: list[ProduceResponse.BatchIndexAndErrorMessage] = _item2.record_errors
             out += _pack_i(len(_s2))
             for _item3 in _s2:
                 out += _pack_i(_item3.batch_index)
                 _str: str | None = _item3.batch_index_error_message
                 if _str is None:
-                    out += b'\xff\xff'
+                    out += b"\xff\xff"
                 else:
                     _utf8 = _str.encode()
                     out += _pack_h(len(_utf8))
                     out += _utf8
             _str = _item2.error_message
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -911,8 +1000,8 @@ def _encode_response_v8(msg: ProduceResponse, w: Writer) -> None:
 
 def _encode_response_v9(msg: ProduceResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("ProduceResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     _s0: list[ProduceResponse.TopicProduceResponse] = msg.responses
     _n = len(_s0) + 1
     if _n < 128:
@@ -934,9 +1023,15 @@ def _encode_response_v9(msg: ProduceResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
-                raise EncodeError("ProduceResponse.PartitionProduceResponse.current_leader is set, but this version cannot carry it")
-            out += _pack_ihqqq(_item2.index, _item2.error_code, _item2.base_offset, _item2.log_append_time_ms, _item2.log_start_offset)
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
+                raise EncodeError("current_leader is set, but this version cannot carry it")
+            out += _pack_ihqqq(
+                _item2.index,
+                _item2.error_code,
+                _item2.base_offset,
+                _item2.log_append_time_ms,
+                _item2.log_start_offset,
+            )
             _s2: list[ProduceResponse.BatchIndexAndErrorMessage] = _item2.record_errors
             _n = len(_s2) + 1
             if _n < 128:
@@ -997,7 +1092,13 @@ def _encode_response_v10(msg: ProduceResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihqqq(_item2.index, _item2.error_code, _item2.base_offset, _item2.log_append_time_ms, _item2.log_start_offset)
+            out += _pack_ihqqq(
+                _item2.index,
+                _item2.error_code,
+                _item2.base_offset,
+                _item2.log_append_time_ms,
+                _item2.log_start_offset,
+            )
             _s2: list[ProduceResponse.BatchIndexAndErrorMessage] = _item2.record_errors
             _n = len(_s2) + 1
             if _n < 128:
@@ -1030,24 +1131,24 @@ def _encode_response_v10(msg: ProduceResponse, w: Writer) -> None:
                     out += _compact_length(_n, "error_message")
                 out += _utf8
             _nt2: int = 0
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _nt2 += 1
             out.append(_nt2)
-            if _item2.current_leader != _DEFAULT_ProduceResponse_LeaderIdAndEpoch:
+            if _item2.current_leader.leader_id != -1 or _item2.current_leader.leader_epoch != -1:
                 _tagged2: bytearray = bytearray()
                 _obj3: ProduceResponse.LeaderIdAndEpoch = _item2.current_leader
                 _tagged2 += _pack_ii(_obj3.leader_id, _obj3.leader_epoch)
                 _tagged2.append(0)  # no tagged fields
-                out += b'\x00'
+                out += b"\x00"
                 out += _uvarint(len(_tagged2))
                 out += _tagged2
         out.append(0)  # no tagged fields
     out += _pack_i(msg.throttle_time_ms)
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[ProduceResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -1077,7 +1178,7 @@ def _encode_response_v10(msg: ProduceResponse, w: Writer) -> None:
                     _tagged0 += _compact_length(_n, "rack")
                 _tagged0 += _utf8
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -1147,11 +1248,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ProduceRequest, int]:
-    """Decode a Produce request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Produce request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Produce request v{version} is not supported (v0-11)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1163,11 +1262,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ProduceRequ
 
 
 def encode_request(msg: ProduceRequest, version: int, w: Writer) -> None:
-    """Append the Produce request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Produce request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Produce request v{version} is not supported (v0-11)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1177,11 +1274,9 @@ def encode_request(msg: ProduceRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ProduceResponse, int]:
-    """Decode a Produce response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Produce response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Produce response v{version} is not supported (v0-11)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1193,11 +1288,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ProduceRes
 
 
 def encode_response(msg: ProduceResponse, version: int, w: Writer) -> None:
-    """Append the Produce response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Produce response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Produce response v{version} is not supported (v0-11)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,18 +12,17 @@ import uuid
 from dataclasses import dataclass
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 72
 API_NAME = "PushTelemetry"
@@ -64,7 +62,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[PushTelemetryRequest,
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("metrics")
     _end = pos + _n - 1
@@ -76,12 +79,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[PushTelemetryRequest,
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return PushTelemetryRequest(client_instance_id_0, subscription_id_0, terminating_0, compression_type_0, metrics_0), pos
+    return (
+        PushTelemetryRequest(
+            client_instance_id_0, subscription_id_0, terminating_0, compression_type_0, metrics_0
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: PushTelemetryRequest, w: Writer) -> None:
     out = w.buf
-    out += _pack_uiob(msg.client_instance_id.bytes, msg.subscription_id, msg.terminating, msg.compression_type)
+    out += _pack_uiob(
+        msg.client_instance_id.bytes, msg.subscription_id, msg.terminating, msg.compression_type
+    )
     _data: bytes = msg.metrics
     _n = len(_data) + 1
     if _n < 128:
@@ -130,11 +140,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[PushTelemetryRequest, int]:
-    """Decode a PushTelemetry request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"PushTelemetry request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"PushTelemetry request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -146,11 +154,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[PushTelemet
 
 
 def encode_request(msg: PushTelemetryRequest, version: int, w: Writer) -> None:
-    """Append the PushTelemetry request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"PushTelemetry request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"PushTelemetry request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -160,11 +166,9 @@ def encode_request(msg: PushTelemetryRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[PushTelemetryResponse, int]:
-    """Decode a PushTelemetry response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"PushTelemetry response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"PushTelemetry response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -176,11 +180,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[PushTeleme
 
 
 def encode_response(msg: PushTelemetryResponse, version: int, w: Writer) -> None:
-    """Append the PushTelemetry response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"PushTelemetry response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"PushTelemetry response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

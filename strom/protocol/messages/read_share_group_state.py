@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 84
 API_NAME = "ReadShareGroupState"
@@ -227,12 +225,20 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ReadShareGroupStateR
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                state_batches_2.append(ReadShareGroupStateResponse.StateBatch(first_offset_3, last_offset_3, delivery_state_3, delivery_count_3))
+                state_batches_2.append(
+                    ReadShareGroupStateResponse.StateBatch(
+                        first_offset_3, last_offset_3, delivery_state_3, delivery_count_3
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ReadShareGroupStateResponse.PartitionResult(partition_2, error_code_2, error_message_2, state_epoch_2, start_offset_2, state_batches_2))
+            partitions_1.append(
+                ReadShareGroupStateResponse.PartitionResult(
+                    partition_2, error_code_2, error_message_2, state_epoch_2, start_offset_2, state_batches_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -282,7 +288,9 @@ def _encode_response_v0(msg: ReadShareGroupStateResponse, w: Writer) -> None:
             else:
                 out += _uvarint(_n)
             for _item3 in _s2:
-                out += _pack_qqbh(_item3.first_offset, _item3.last_offset, _item3.delivery_state, _item3.delivery_count)
+                out += _pack_qqbh(
+                    _item3.first_offset, _item3.last_offset, _item3.delivery_state, _item3.delivery_count
+                )
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -310,11 +318,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGroupStateRequest, int]:
-    """Decode a ReadShareGroupState request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ReadShareGroupState request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ReadShareGroupState request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -326,11 +332,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGr
 
 
 def encode_request(msg: ReadShareGroupStateRequest, version: int, w: Writer) -> None:
-    """Append the ReadShareGroupState request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ReadShareGroupState request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ReadShareGroupState request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -340,11 +344,9 @@ def encode_request(msg: ReadShareGroupStateRequest, version: int, w: Writer) -> 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGroupStateResponse, int]:
-    """Decode a ReadShareGroupState response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ReadShareGroupState response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ReadShareGroupState response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -356,11 +358,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ReadShareG
 
 
 def encode_response(msg: ReadShareGroupStateResponse, version: int, w: Writer) -> None:
-    """Append the ReadShareGroupState response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ReadShareGroupState response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ReadShareGroupState response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

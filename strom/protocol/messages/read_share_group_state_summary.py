@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 87
 API_NAME = "ReadShareGroupStateSummary"
@@ -75,9 +73,11 @@ class ReadShareGroupStateSummaryResponse:
     @dataclass(slots=True)
     class ReadStateSummaryResult:
         topic_id: uuid.UUID = UUID_ZERO  # v0+
-        partitions: list[ReadShareGroupStateSummaryResponse.PartitionResult] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[ReadShareGroupStateSummaryResponse.PartitionResult] = field(default_factory=list)
 
-    results: list[ReadShareGroupStateSummaryResponse.ReadStateSummaryResult] = field(default_factory=list)  # v0+
+    # v0+
+    results: list[ReadShareGroupStateSummaryResponse.ReadStateSummaryResult] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ReadShareGroupStateSummaryRequest, int]:
@@ -206,7 +206,11 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ReadShareGroupStateS
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ReadShareGroupStateSummaryResponse.PartitionResult(partition_2, error_code_2, error_message_2, state_epoch_2, start_offset_2))
+            partitions_1.append(
+                ReadShareGroupStateSummaryResponse.PartitionResult(
+                    partition_2, error_code_2, error_message_2, state_epoch_2, start_offset_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -275,10 +279,10 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGroupStateSummaryRequest, int]:
-    """Decode a ReadShareGroupStateSummary request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ReadShareGroupStateSummary request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ReadShareGroupStateSummary request v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -291,10 +295,10 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGr
 
 
 def encode_request(msg: ReadShareGroupStateSummaryRequest, version: int, w: Writer) -> None:
-    """Append the ReadShareGroupStateSummary request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ReadShareGroupStateSummary request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ReadShareGroupStateSummary request v{version} is not supported (v0-0)"
         )
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
@@ -304,11 +308,13 @@ def encode_request(msg: ReadShareGroupStateSummaryRequest, version: int, w: Writ
         raise EncodeError(f"ReadShareGroupStateSummary request v{version}: cannot encode ({exc})") from exc
 
 
-def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ReadShareGroupStateSummaryResponse, int]:
-    """Decode a ReadShareGroupStateSummary response of `version` starting at `pos`; return it and the offset just past it."""
+def decode_response(
+    buf: memoryview, pos: int, version: int
+) -> tuple[ReadShareGroupStateSummaryResponse, int]:
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ReadShareGroupStateSummary response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ReadShareGroupStateSummary response v{version} is not supported (v0-0)"
         )
     if type(buf) is not memoryview:
         buf = memoryview(buf)
@@ -321,10 +327,10 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ReadShareG
 
 
 def encode_response(msg: ReadShareGroupStateSummaryResponse, version: int, w: Writer) -> None:
-    """Append the ReadShareGroupStateSummary response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
         raise UnsupportedVersionError(
-            f"ReadShareGroupStateSummary response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
+            f"ReadShareGroupStateSummary response v{version} is not supported (v0-0)"
         )
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)

@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 36
 API_NAME = "SaslAuthenticate"
@@ -72,7 +70,12 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[SaslAuthenticateReque
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("auth_bytes")
     _end = pos + _n - 1
@@ -175,7 +178,12 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[SaslAuthenticateResp
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("auth_bytes")
     _end = pos + _n - 1
@@ -197,7 +205,7 @@ def _encode_response_v0(msg: SaslAuthenticateResponse, w: Writer) -> None:
     out += _pack_h(msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -212,7 +220,7 @@ def _encode_response_v1(msg: SaslAuthenticateResponse, w: Writer) -> None:
     out += _pack_h(msg.error_code)
     _str: str | None = msg.error_message
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8: bytes = _str.encode()
         out += _pack_h(len(_utf8))
@@ -277,11 +285,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SaslAuthenticateRequest, int]:
-    """Decode a SaslAuthenticate request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslAuthenticate request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslAuthenticate request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -293,11 +299,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SaslAuthent
 
 
 def encode_request(msg: SaslAuthenticateRequest, version: int, w: Writer) -> None:
-    """Append the SaslAuthenticate request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslAuthenticate request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslAuthenticate request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -307,11 +311,9 @@ def encode_request(msg: SaslAuthenticateRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SaslAuthenticateResponse, int]:
-    """Decode a SaslAuthenticate response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslAuthenticate response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslAuthenticate response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -323,11 +325,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SaslAuthen
 
 
 def encode_response(msg: SaslAuthenticateResponse, version: int, w: Writer) -> None:
-    """Append the SaslAuthenticate response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslAuthenticate response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslAuthenticate response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

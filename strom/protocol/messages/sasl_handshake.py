@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,9 +15,8 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
 
 API_KEY = 17
 API_NAME = "SaslHandshake"
@@ -71,7 +69,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[SaslHandshakeRespons
     pos += 2
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
-    if _n0 < 0 or _n0 > _blen - pos:
+    if _n0 < 0 or _n0 * 2 > _blen - pos:
         raise _bad_length("mechanisms", _n0)
     mechanisms_0: list[str] = []
     for _ in range(_n0):
@@ -122,11 +120,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SaslHandshakeRequest, int]:
-    """Decode a SaslHandshake request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslHandshake request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslHandshake request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -138,11 +134,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SaslHandsha
 
 
 def encode_request(msg: SaslHandshakeRequest, version: int, w: Writer) -> None:
-    """Append the SaslHandshake request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslHandshake request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslHandshake request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -152,11 +146,9 @@ def encode_request(msg: SaslHandshakeRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SaslHandshakeResponse, int]:
-    """Decode a SaslHandshake response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslHandshake response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslHandshake response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -168,11 +160,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SaslHandsh
 
 
 def encode_response(msg: SaslHandshakeResponse, version: int, w: Writer) -> None:
-    """Append the SaslHandshake response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SaslHandshake response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SaslHandshake response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 79
 API_NAME = "ShareAcknowledge"
@@ -61,7 +59,10 @@ class ShareAcknowledgeRequest:
     @dataclass(slots=True)
     class AcknowledgePartition:
         partition_index: int = 0  # v0+
-        acknowledgement_batches: list[ShareAcknowledgeRequest.AcknowledgementBatch] = field(default_factory=list)  # v0+
+        # v0+
+        acknowledgement_batches: list[ShareAcknowledgeRequest.AcknowledgementBatch] = field(
+            default_factory=list
+        )
 
     @dataclass(slots=True)
     class AcknowledgeTopic:
@@ -86,7 +87,10 @@ class ShareAcknowledgeResponse:
         partition_index: int = 0  # v0+
         error_code: int = 0  # v0+
         error_message: str | None = None  # v0+, nullable v0+
-        current_leader: ShareAcknowledgeResponse.LeaderIdAndEpoch = field(default_factory=lambda: ShareAcknowledgeResponse.LeaderIdAndEpoch())  # v0+
+        # v0+
+        current_leader: ShareAcknowledgeResponse.LeaderIdAndEpoch = field(
+            default_factory=lambda: ShareAcknowledgeResponse.LeaderIdAndEpoch()
+        )
 
     @dataclass(slots=True)
     class ShareAcknowledgeTopicResponse:
@@ -103,7 +107,8 @@ class ShareAcknowledgeResponse:
     throttle_time_ms: int = 0  # v0+, ignorable
     error_code: int = 0  # v0+, ignorable
     error_message: str | None = None  # v0+, nullable v0+
-    responses: list[ShareAcknowledgeResponse.ShareAcknowledgeTopicResponse] = field(default_factory=list)  # v0+
+    # v0+
+    responses: list[ShareAcknowledgeResponse.ShareAcknowledgeTopicResponse] = field(default_factory=list)
     node_endpoints: list[ShareAcknowledgeResponse.NodeEndpoint] = field(default_factory=list)  # v0+
 
 
@@ -176,18 +181,24 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ShareAcknowledgeReque
                 _n3 -= 1
                 if _n3 < 0 or _n3 > _blen - pos:
                     raise _bad_length("acknowledge_types", _n3)
-                acknowledge_types_3: list[int] = list(_struct_unpack_from(">%db" % _n3, buf, pos))
+                acknowledge_types_3: list[int] = list(_struct_unpack_from(f">{_n3}b", buf, pos))
                 pos += _n3
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                acknowledgement_batches_2.append(ShareAcknowledgeRequest.AcknowledgementBatch(first_offset_3, last_offset_3, acknowledge_types_3))
+                acknowledgement_batches_2.append(
+                    ShareAcknowledgeRequest.AcknowledgementBatch(
+                        first_offset_3, last_offset_3, acknowledge_types_3
+                    )
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ShareAcknowledgeRequest.AcknowledgePartition(partition_index_2, acknowledgement_batches_2))
+            partitions_1.append(
+                ShareAcknowledgeRequest.AcknowledgePartition(partition_index_2, acknowledgement_batches_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -255,7 +266,7 @@ def _encode_request_v0(msg: ShareAcknowledgeRequest, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%db" % len(_s3), *_s3)
+                out += _struct_pack(f">{len(_s3)}b", *_s3)
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -319,12 +330,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareAcknowledgeResp
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            current_leader_2: ShareAcknowledgeResponse.LeaderIdAndEpoch = ShareAcknowledgeResponse.LeaderIdAndEpoch(leader_id_3, leader_epoch_3)
+            current_leader_2: ShareAcknowledgeResponse.LeaderIdAndEpoch = (
+                ShareAcknowledgeResponse.LeaderIdAndEpoch(leader_id_3, leader_epoch_3)
+            )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ShareAcknowledgeResponse.PartitionData(partition_index_2, error_code_2, error_message_2, current_leader_2))
+            partitions_1.append(
+                ShareAcknowledgeResponse.PartitionData(
+                    partition_index_2, error_code_2, error_message_2, current_leader_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -375,7 +392,12 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareAcknowledgeResp
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ShareAcknowledgeResponse(throttle_time_ms_0, error_code_0, error_message_0, responses_0, node_endpoints_0), pos
+    return (
+        ShareAcknowledgeResponse(
+            throttle_time_ms_0, error_code_0, error_message_0, responses_0, node_endpoints_0
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ShareAcknowledgeResponse, w: Writer) -> None:
@@ -476,11 +498,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareAcknowledgeRequest, int]:
-    """Decode a ShareAcknowledge request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareAcknowledge request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareAcknowledge request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -492,11 +512,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareAcknow
 
 
 def encode_request(msg: ShareAcknowledgeRequest, version: int, w: Writer) -> None:
-    """Append the ShareAcknowledge request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareAcknowledge request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareAcknowledge request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -506,11 +524,9 @@ def encode_request(msg: ShareAcknowledgeRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareAcknowledgeResponse, int]:
-    """Decode a ShareAcknowledge response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareAcknowledge response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareAcknowledge response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -522,11 +538,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareAckno
 
 
 def encode_response(msg: ShareAcknowledgeResponse, version: int, w: Writer) -> None:
-    """Append the ShareAcknowledge response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareAcknowledge response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareAcknowledge response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

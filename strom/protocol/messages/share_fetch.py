@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,21 +12,20 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
     Records,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    write_records as _write_records,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import write_records as _write_records
 
 API_KEY = 78
 API_NAME = "ShareFetch"
@@ -70,7 +68,8 @@ class ShareFetchRequest:
     class FetchPartition:
         partition_index: int = 0  # v0+
         partition_max_bytes: int = 0  # v0+
-        acknowledgement_batches: list[ShareFetchRequest.AcknowledgementBatch] = field(default_factory=list)  # v0+
+        # v0+
+        acknowledgement_batches: list[ShareFetchRequest.AcknowledgementBatch] = field(default_factory=list)
 
     @dataclass(slots=True)
     class FetchTopic:
@@ -112,7 +111,10 @@ class ShareFetchResponse:
         error_message: str | None = None  # v0+, nullable v0+
         acknowledge_error_code: int = 0  # v0+
         acknowledge_error_message: str | None = None  # v0+, nullable v0+
-        current_leader: ShareFetchResponse.LeaderIdAndEpoch = field(default_factory=lambda: ShareFetchResponse.LeaderIdAndEpoch())  # v0+
+        # v0+
+        current_leader: ShareFetchResponse.LeaderIdAndEpoch = field(
+            default_factory=lambda: ShareFetchResponse.LeaderIdAndEpoch()
+        )
         records: Records = None  # v0+, nullable v0+
         acquired_records: list[ShareFetchResponse.AcquiredRecords] = field(default_factory=list)  # v0+
 
@@ -204,18 +206,24 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ShareFetchRequest, in
                 _n3 -= 1
                 if _n3 < 0 or _n3 > _blen - pos:
                     raise _bad_length("acknowledge_types", _n3)
-                acknowledge_types_3: list[int] = list(_struct_unpack_from(">%db" % _n3, buf, pos))
+                acknowledge_types_3: list[int] = list(_struct_unpack_from(f">{_n3}b", buf, pos))
                 pos += _n3
                 if buf[pos]:
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                acknowledgement_batches_2.append(ShareFetchRequest.AcknowledgementBatch(first_offset_3, last_offset_3, acknowledge_types_3))
+                acknowledgement_batches_2.append(
+                    ShareFetchRequest.AcknowledgementBatch(first_offset_3, last_offset_3, acknowledge_types_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ShareFetchRequest.FetchPartition(partition_index_2, partition_max_bytes_2, acknowledgement_batches_2))
+            partitions_1.append(
+                ShareFetchRequest.FetchPartition(
+                    partition_index_2, partition_max_bytes_2, acknowledgement_batches_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -240,7 +248,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ShareFetchRequest, in
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partitions", _n1)
-        partitions_1_2: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partitions_1_2: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -251,7 +259,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ShareFetchRequest, in
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ShareFetchRequest(group_id_0, member_id_0, share_session_epoch_0, max_wait_ms_0, min_bytes_0, max_bytes_0, topics_0, forgotten_topics_data_0), pos
+    return (
+        ShareFetchRequest(
+            group_id_0,
+            member_id_0,
+            share_session_epoch_0,
+            max_wait_ms_0,
+            min_bytes_0,
+            max_bytes_0,
+            topics_0,
+            forgotten_topics_data_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: ShareFetchRequest, w: Writer) -> None:
@@ -309,7 +329,7 @@ def _encode_request_v0(msg: ShareFetchRequest, w: Writer) -> None:
                     out.append(_n)
                 else:
                     out += _uvarint(_n)
-                out += _struct_pack(">%db" % len(_s3), *_s3)
+                out += _struct_pack(f">{len(_s3)}b", *_s3)
                 out.append(0)  # no tagged fields
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
@@ -327,7 +347,7 @@ def _encode_request_v0(msg: ShareFetchRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1_2), *_s1_2)
+        out += _struct_pack(f">{len(_s1_2)}i", *_s1_2)
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -403,11 +423,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareFetchResponse, 
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            current_leader_2: ShareFetchResponse.LeaderIdAndEpoch = ShareFetchResponse.LeaderIdAndEpoch(leader_id_3, leader_epoch_3)
+            current_leader_2: ShareFetchResponse.LeaderIdAndEpoch = ShareFetchResponse.LeaderIdAndEpoch(
+                leader_id_3, leader_epoch_3
+            )
             _n = buf[pos]
             pos += 1
             if _n > 127:
-                _n, pos = _read_uvarint(buf, pos - 1)
+                _next = buf[pos]
+                if _next < 128:
+                    _n = (_n & 127) | (_next << 7)
+                    pos += 1
+                else:
+                    _n, pos = _read_uvarint(buf, pos - 1)
             if _n == 0:
                 records_2: Records = None
             else:
@@ -431,12 +458,25 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareFetchResponse, 
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                acquired_records_2.append(ShareFetchResponse.AcquiredRecords(first_offset_3, last_offset_3, delivery_count_3))
+                acquired_records_2.append(
+                    ShareFetchResponse.AcquiredRecords(first_offset_3, last_offset_3, delivery_count_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(ShareFetchResponse.PartitionData(partition_index_2, error_code_2, error_message_2, acknowledge_error_code_2, acknowledge_error_message_2, current_leader_2, records_2, acquired_records_2))
+            partitions_1.append(
+                ShareFetchResponse.PartitionData(
+                    partition_index_2,
+                    error_code_2,
+                    error_message_2,
+                    acknowledge_error_code_2,
+                    acknowledge_error_message_2,
+                    current_leader_2,
+                    records_2,
+                    acquired_records_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -487,7 +527,10 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareFetchResponse, 
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ShareFetchResponse(throttle_time_ms_0, error_code_0, error_message_0, responses_0, node_endpoints_0), pos
+    return (
+        ShareFetchResponse(throttle_time_ms_0, error_code_0, error_message_0, responses_0, node_endpoints_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ShareFetchResponse, w: Writer) -> None:
@@ -610,11 +653,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareFetchRequest, int]:
-    """Decode a ShareFetch request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareFetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareFetch request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -626,11 +667,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareFetchR
 
 
 def encode_request(msg: ShareFetchRequest, version: int, w: Writer) -> None:
-    """Append the ShareFetch request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareFetch request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareFetch request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -640,11 +679,9 @@ def encode_request(msg: ShareFetchRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareFetchResponse, int]:
-    """Decode a ShareFetch response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareFetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareFetch response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -656,11 +693,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareFetch
 
 
 def encode_response(msg: ShareFetchResponse, version: int, w: Writer) -> None:
-    """Append the ShareFetch response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareFetch response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareFetch response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

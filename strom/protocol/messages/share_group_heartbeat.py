@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,19 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 76
 API_NAME = "ShareGroupHeartbeat"
@@ -144,7 +142,12 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[ShareGroupHeartbeatRe
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ShareGroupHeartbeatRequest(group_id_0, member_id_0, member_epoch_0, rack_id_0, subscribed_topic_names_0), pos
+    return (
+        ShareGroupHeartbeatRequest(
+            group_id_0, member_id_0, member_epoch_0, rack_id_0, subscribed_topic_names_0
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: ShareGroupHeartbeatRequest, w: Writer) -> None:
@@ -249,7 +252,7 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareGroupHeartbeatR
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partitions", _n2)
-            partitions_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partitions_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -265,7 +268,18 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[ShareGroupHeartbeatR
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return ShareGroupHeartbeatResponse(throttle_time_ms_0, error_code_0, error_message_0, member_id_0, member_epoch_0, heartbeat_interval_ms_0, assignment_0), pos
+    return (
+        ShareGroupHeartbeatResponse(
+            throttle_time_ms_0,
+            error_code_0,
+            error_message_0,
+            member_id_0,
+            member_epoch_0,
+            heartbeat_interval_ms_0,
+            assignment_0,
+        ),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: ShareGroupHeartbeatResponse, w: Writer) -> None:
@@ -313,7 +327,7 @@ def _encode_response_v0(msg: ShareGroupHeartbeatResponse, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -340,11 +354,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareGroupHeartbeatRequest, int]:
-    """Decode a ShareGroupHeartbeat request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareGroupHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareGroupHeartbeat request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -356,11 +368,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[ShareGroupH
 
 
 def encode_request(msg: ShareGroupHeartbeatRequest, version: int, w: Writer) -> None:
-    """Append the ShareGroupHeartbeat request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareGroupHeartbeat request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareGroupHeartbeat request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -370,11 +380,9 @@ def encode_request(msg: ShareGroupHeartbeatRequest, version: int, w: Writer) -> 
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareGroupHeartbeatResponse, int]:
-    """Decode a ShareGroupHeartbeat response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareGroupHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareGroupHeartbeat response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -386,11 +394,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[ShareGroup
 
 
 def encode_response(msg: ShareGroupHeartbeatResponse, version: int, w: Writer) -> None:
-    """Append the ShareGroupHeartbeat response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"ShareGroupHeartbeat response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"ShareGroupHeartbeat response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 5
 API_NAME = "StopReplica"
@@ -73,7 +71,8 @@ class StopReplicaRequest:
     @dataclass(slots=True)
     class StopReplicaTopicState:
         topic_name: str = ""  # v3+
-        partition_states: list[StopReplicaRequest.StopReplicaPartitionState] = field(default_factory=list)  # v3+
+        # v3+
+        partition_states: list[StopReplicaRequest.StopReplicaPartitionState] = field(default_factory=list)
 
     controller_id: int = 0  # v0+
     is_k_raft_controller: bool = False  # v4+
@@ -116,8 +115,15 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         pos = _end
         (partition_index_1,) = _unpack_i(buf, pos)
         pos += 4
-        ungrouped_partitions_0.append(StopReplicaRequest.StopReplicaPartitionV0(topic_name_1, partition_index_1))
-    return StopReplicaRequest(controller_id_0, False, controller_epoch_0, -1, delete_partitions_0, ungrouped_partitions_0), pos
+        ungrouped_partitions_0.append(
+            StopReplicaRequest.StopReplicaPartitionV0(topic_name_1, partition_index_1)
+        )
+    return (
+        StopReplicaRequest(
+            controller_id_0, False, controller_epoch_0, -1, delete_partitions_0, ungrouped_partitions_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -141,10 +147,15 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partition_indexes", _n1)
-        partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         topics_0.append(StopReplicaRequest.StopReplicaTopicV1(name_1, partition_indexes_1))
-    return StopReplicaRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, delete_partitions_0, [], topics_0), pos
+    return (
+        StopReplicaRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, delete_partitions_0, [], topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -178,7 +189,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         _n1 -= 1
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("partition_indexes", _n1)
-        partition_indexes_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        partition_indexes_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
@@ -189,7 +200,12 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return StopReplicaRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, delete_partitions_0, [], topics_0), pos
+    return (
+        StopReplicaRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, delete_partitions_0, [], topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -231,7 +247,11 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(StopReplicaRequest.StopReplicaPartitionState(partition_index_2, leader_epoch_2, delete_partition_2))
+            partition_states_1.append(
+                StopReplicaRequest.StopReplicaPartitionState(
+                    partition_index_2, leader_epoch_2, delete_partition_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -241,7 +261,12 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return StopReplicaRequest(controller_id_0, False, controller_epoch_0, broker_epoch_0, False, [], [], topic_states_0), pos
+    return (
+        StopReplicaRequest(
+            controller_id_0, False, controller_epoch_0, broker_epoch_0, False, [], [], topic_states_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, int]:
@@ -283,7 +308,11 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(StopReplicaRequest.StopReplicaPartitionState(partition_index_2, leader_epoch_2, delete_partition_2))
+            partition_states_1.append(
+                StopReplicaRequest.StopReplicaPartitionState(
+                    partition_index_2, leader_epoch_2, delete_partition_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -293,17 +322,29 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[StopReplicaRequest, i
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return StopReplicaRequest(controller_id_0, is_k_raft_controller_0, controller_epoch_0, broker_epoch_0, False, [], [], topic_states_0), pos
+    return (
+        StopReplicaRequest(
+            controller_id_0,
+            is_k_raft_controller_0,
+            controller_epoch_0,
+            broker_epoch_0,
+            False,
+            [],
+            [],
+            topic_states_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: StopReplicaRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("StopReplicaRequest.is_k_raft_controller is set, but this version cannot carry it")
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("StopReplicaRequest.topics is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("StopReplicaRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_iio(msg.controller_id, msg.controller_epoch, msg.delete_partitions)
     _s0: list[StopReplicaRequest.StopReplicaPartitionV0] = msg.ungrouped_partitions
     out += _pack_i(len(_s0))
@@ -317,11 +358,11 @@ def _encode_request_v0(msg: StopReplicaRequest, w: Writer) -> None:
 def _encode_request_v1(msg: StopReplicaRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("StopReplicaRequest.is_k_raft_controller is set, but this version cannot carry it")
-    if (msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0):
-        raise EncodeError("StopReplicaRequest.ungrouped_partitions is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("StopReplicaRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
+    if msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0:
+        raise EncodeError("ungrouped_partitions is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_iiqo(msg.controller_id, msg.controller_epoch, msg.broker_epoch, msg.delete_partitions)
     _s0: list[StopReplicaRequest.StopReplicaTopicV1] = msg.topics
     out += _pack_i(len(_s0))
@@ -331,17 +372,17 @@ def _encode_request_v1(msg: StopReplicaRequest, w: Writer) -> None:
         out += _utf8
         _s1: list[int] = _item1.partition_indexes
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
 
 
 def _encode_request_v2(msg: StopReplicaRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("StopReplicaRequest.is_k_raft_controller is set, but this version cannot carry it")
-    if (msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0):
-        raise EncodeError("StopReplicaRequest.ungrouped_partitions is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("StopReplicaRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
+    if msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0:
+        raise EncodeError("ungrouped_partitions is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_iiqo(msg.controller_id, msg.controller_epoch, msg.broker_epoch, msg.delete_partitions)
     _s0: list[StopReplicaRequest.StopReplicaTopicV1] = msg.topics
     _n = len(_s0) + 1
@@ -363,7 +404,7 @@ def _encode_request_v2(msg: StopReplicaRequest, w: Writer) -> None:
             out.append(_n)
         else:
             out += _uvarint(_n)
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
 
@@ -371,13 +412,13 @@ def _encode_request_v2(msg: StopReplicaRequest, w: Writer) -> None:
 def _encode_request_v3(msg: StopReplicaRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("StopReplicaRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if bool(msg.delete_partitions):
-        raise EncodeError("StopReplicaRequest.delete_partitions is set, but this version cannot carry it")
-    if (msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0):
-        raise EncodeError("StopReplicaRequest.ungrouped_partitions is set, but this version cannot carry it")
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("StopReplicaRequest.topics is set, but this version cannot carry it")
+        raise EncodeError("delete_partitions is set, but this version cannot carry it")
+    if msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0:
+        raise EncodeError("ungrouped_partitions is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[StopReplicaRequest.StopReplicaTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -409,11 +450,11 @@ def _encode_request_v3(msg: StopReplicaRequest, w: Writer) -> None:
 def _encode_request_v4(msg: StopReplicaRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.delete_partitions):
-        raise EncodeError("StopReplicaRequest.delete_partitions is set, but this version cannot carry it")
-    if (msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0):
-        raise EncodeError("StopReplicaRequest.ungrouped_partitions is set, but this version cannot carry it")
-    if (msg.topics is None or len(msg.topics) != 0):
-        raise EncodeError("StopReplicaRequest.topics is set, but this version cannot carry it")
+        raise EncodeError("delete_partitions is set, but this version cannot carry it")
+    if msg.ungrouped_partitions is None or len(msg.ungrouped_partitions) != 0:
+        raise EncodeError("ungrouped_partitions is set, but this version cannot carry it")
+    if msg.topics is None or len(msg.topics) != 0:
+        raise EncodeError("topics is set, but this version cannot carry it")
     out += _pack_ioiq(msg.controller_id, msg.is_k_raft_controller, msg.controller_epoch, msg.broker_epoch)
     _s0: list[StopReplicaRequest.StopReplicaTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -461,7 +502,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[StopReplicaResponse,
         pos = _end
         partition_index_1, error_code_1 = _unpack_ih(buf, pos)
         pos += 6
-        partition_errors_0.append(StopReplicaResponse.StopReplicaPartitionError(topic_name_1, partition_index_1, error_code_1))
+        partition_errors_0.append(
+            StopReplicaResponse.StopReplicaPartitionError(topic_name_1, partition_index_1, error_code_1)
+        )
     return StopReplicaResponse(error_code_0, partition_errors_0), pos
 
 
@@ -495,7 +538,9 @@ def _decode_response_v2(buf: memoryview, pos: int) -> tuple[StopReplicaResponse,
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        partition_errors_0.append(StopReplicaResponse.StopReplicaPartitionError(topic_name_1, partition_index_1, error_code_1))
+        partition_errors_0.append(
+            StopReplicaResponse.StopReplicaPartitionError(topic_name_1, partition_index_1, error_code_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -574,11 +619,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[StopReplicaRequest, int]:
-    """Decode a StopReplica request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"StopReplica request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"StopReplica request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -590,11 +633,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[StopReplica
 
 
 def encode_request(msg: StopReplicaRequest, version: int, w: Writer) -> None:
-    """Append the StopReplica request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"StopReplica request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"StopReplica request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -604,11 +645,9 @@ def encode_request(msg: StopReplicaRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[StopReplicaResponse, int]:
-    """Decode a StopReplica response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"StopReplica response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"StopReplica response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -620,11 +659,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[StopReplic
 
 
 def encode_response(msg: StopReplicaResponse, version: int, w: Writer) -> None:
-    """Append the StopReplica response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"StopReplica response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"StopReplica response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

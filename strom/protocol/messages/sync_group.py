@@ -5,7 +5,6 @@
 versions 0-5.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 14
 API_NAME = "SyncGroup"
@@ -158,7 +156,12 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int
         assignment_1: bytes = buf[pos:_end].tobytes()
         pos = _end
         assignments_0.append(SyncGroupRequest.SyncGroupRequestAssignment(member_id_1, assignment_1))
-    return SyncGroupRequest(group_id_0, generation_id_0, member_id_0, group_instance_id_0, None, None, assignments_0), pos
+    return (
+        SyncGroupRequest(
+            group_id_0, generation_id_0, member_id_0, group_instance_id_0, None, None, assignments_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int]:
@@ -222,7 +225,12 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("assignment")
         _end = pos + _n - 1
@@ -239,7 +247,12 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return SyncGroupRequest(group_id_0, generation_id_0, member_id_0, group_instance_id_0, None, None, assignments_0), pos
+    return (
+        SyncGroupRequest(
+            group_id_0, generation_id_0, member_id_0, group_instance_id_0, None, None, assignments_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int]:
@@ -327,7 +340,12 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int
         _n = buf[pos]
         pos += 1
         if _n > 127:
-            _n, pos = _read_uvarint(buf, pos - 1)
+            _next = buf[pos]
+            if _next < 128:
+                _n = (_n & 127) | (_next << 7)
+                pos += 1
+            else:
+                _n, pos = _read_uvarint(buf, pos - 1)
         if _n == 0:
             raise _null_not_allowed("assignment")
         _end = pos + _n - 1
@@ -344,13 +362,24 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[SyncGroupRequest, int
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return SyncGroupRequest(group_id_0, generation_id_0, member_id_0, group_instance_id_0, protocol_type_0, protocol_name_0, assignments_0), pos
+    return (
+        SyncGroupRequest(
+            group_id_0,
+            generation_id_0,
+            member_id_0,
+            group_instance_id_0,
+            protocol_type_0,
+            protocol_name_0,
+            assignments_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: SyncGroupRequest, w: Writer) -> None:
     out = w.buf
     if msg.group_instance_id is not None:
-        raise EncodeError("SyncGroupRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.group_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -380,7 +409,7 @@ def _encode_request_v3(msg: SyncGroupRequest, w: Writer) -> None:
     out += _utf8
     _str: str | None = msg.group_instance_id
     if _str is None:
-        out += b'\xff\xff'
+        out += b"\xff\xff"
     else:
         _utf8 = _str.encode()
         out += _pack_h(len(_utf8))
@@ -559,7 +588,12 @@ def _decode_response_v4(buf: memoryview, pos: int) -> tuple[SyncGroupResponse, i
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("assignment")
     _end = pos + _n - 1
@@ -605,7 +639,12 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[SyncGroupResponse, i
     _n = buf[pos]
     pos += 1
     if _n > 127:
-        _n, pos = _read_uvarint(buf, pos - 1)
+        _next = buf[pos]
+        if _next < 128:
+            _n = (_n & 127) | (_next << 7)
+            pos += 1
+        else:
+            _n, pos = _read_uvarint(buf, pos - 1)
     if _n == 0:
         raise _null_not_allowed("assignment")
     _end = pos + _n - 1
@@ -617,7 +656,10 @@ def _decode_response_v5(buf: memoryview, pos: int) -> tuple[SyncGroupResponse, i
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return SyncGroupResponse(throttle_time_ms_0, error_code_0, protocol_type_0, protocol_name_0, assignment_0), pos
+    return (
+        SyncGroupResponse(throttle_time_ms_0, error_code_0, protocol_type_0, protocol_name_0, assignment_0),
+        pos,
+    )
 
 
 def _encode_response_v0(msg: SyncGroupResponse, w: Writer) -> None:
@@ -725,11 +767,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SyncGroupRequest, int]:
-    """Decode a SyncGroup request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SyncGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SyncGroup request v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -741,11 +781,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[SyncGroupRe
 
 
 def encode_request(msg: SyncGroupRequest, version: int, w: Writer) -> None:
-    """Append the SyncGroup request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SyncGroup request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SyncGroup request v{version} is not supported (v0-5)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -755,11 +793,9 @@ def encode_request(msg: SyncGroupRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SyncGroupResponse, int]:
-    """Decode a SyncGroup response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SyncGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SyncGroup response v{version} is not supported (v0-5)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -771,11 +807,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[SyncGroupR
 
 
 def encode_response(msg: SyncGroupResponse, version: int, w: Writer) -> None:
-    """Append the SyncGroup response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"SyncGroup response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"SyncGroup response v{version} is not supported (v0-5)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-4.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 28
 API_NAME = "TxnOffsetCommit"
@@ -62,7 +60,8 @@ class TxnOffsetCommitRequest:
     @dataclass(slots=True)
     class TxnOffsetCommitRequestTopic:
         name: str = ""  # v0+
-        partitions: list[TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition] = field(default_factory=list)
 
     transactional_id: str = ""  # v0+
     group_id: str = ""  # v0+
@@ -84,7 +83,10 @@ class TxnOffsetCommitResponse:
     @dataclass(slots=True)
     class TxnOffsetCommitResponseTopic:
         name: str = ""  # v0+
-        partitions: list[TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition] = field(
+            default_factory=list
+        )
 
     throttle_time_ms: int = 0  # v0+
     topics: list[TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic] = field(default_factory=list)  # v0+
@@ -139,9 +141,18 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitReques
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(partition_index_2, committed_offset_2, -1, committed_metadata_2))
+            partitions_1.append(
+                TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, -1, committed_metadata_2
+                )
+            )
         topics_0.append(TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic(name_1, partitions_1))
-    return TxnOffsetCommitRequest(transactional_id_0, group_id_0, producer_id_0, producer_epoch_0, -1, "", None, topics_0), pos
+    return (
+        TxnOffsetCommitRequest(
+            transactional_id_0, group_id_0, producer_id_0, producer_epoch_0, -1, "", None, topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitRequest, int]:
@@ -193,9 +204,18 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitReques
                 _end = pos + _n
                 committed_metadata_2 = buf[pos:_end].tobytes().decode()
                 pos = _end
-            partitions_1.append(TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, committed_metadata_2))
+            partitions_1.append(
+                TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, committed_metadata_2
+                )
+            )
         topics_0.append(TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic(name_1, partitions_1))
-    return TxnOffsetCommitRequest(transactional_id_0, group_id_0, producer_id_0, producer_epoch_0, -1, "", None, topics_0), pos
+    return (
+        TxnOffsetCommitRequest(
+            transactional_id_0, group_id_0, producer_id_0, producer_epoch_0, -1, "", None, topics_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitRequest, int]:
@@ -294,7 +314,11 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitReques
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(partition_index_2, committed_offset_2, committed_leader_epoch_2, committed_metadata_2))
+            partitions_1.append(
+                TxnOffsetCommitRequest.TxnOffsetCommitRequestPartition(
+                    partition_index_2, committed_offset_2, committed_leader_epoch_2, committed_metadata_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -304,17 +328,29 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitReques
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return TxnOffsetCommitRequest(transactional_id_0, group_id_0, producer_id_0, producer_epoch_0, generation_id_0, member_id_0, group_instance_id_0, topics_0), pos
+    return (
+        TxnOffsetCommitRequest(
+            transactional_id_0,
+            group_id_0,
+            producer_id_0,
+            producer_epoch_0,
+            generation_id_0,
+            member_id_0,
+            group_instance_id_0,
+            topics_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: TxnOffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.generation_id != -1:
-        raise EncodeError("TxnOffsetCommitRequest.generation_id is set, but this version cannot carry it")
+        raise EncodeError("generation_id is set, but this version cannot carry it")
     if msg.member_id != "":
-        raise EncodeError("TxnOffsetCommitRequest.member_id is set, but this version cannot carry it")
+        raise EncodeError("member_id is set, but this version cannot carry it")
     if msg.group_instance_id is not None:
-        raise EncodeError("TxnOffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.transactional_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -334,7 +370,7 @@ def _encode_request_v0(msg: TxnOffsetCommitRequest, w: Writer) -> None:
             out += _pack_iq(_item2.partition_index, _item2.committed_offset)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -344,11 +380,11 @@ def _encode_request_v0(msg: TxnOffsetCommitRequest, w: Writer) -> None:
 def _encode_request_v2(msg: TxnOffsetCommitRequest, w: Writer) -> None:
     out = w.buf
     if msg.generation_id != -1:
-        raise EncodeError("TxnOffsetCommitRequest.generation_id is set, but this version cannot carry it")
+        raise EncodeError("generation_id is set, but this version cannot carry it")
     if msg.member_id != "":
-        raise EncodeError("TxnOffsetCommitRequest.member_id is set, but this version cannot carry it")
+        raise EncodeError("member_id is set, but this version cannot carry it")
     if msg.group_instance_id is not None:
-        raise EncodeError("TxnOffsetCommitRequest.group_instance_id is set, but this version cannot carry it")
+        raise EncodeError("group_instance_id is set, but this version cannot carry it")
     _utf8: bytes = msg.transactional_id.encode()
     out += _pack_h(len(_utf8))
     out += _utf8
@@ -368,7 +404,7 @@ def _encode_request_v2(msg: TxnOffsetCommitRequest, w: Writer) -> None:
             out += _pack_iqi(_item2.partition_index, _item2.committed_offset, _item2.committed_leader_epoch)
             _str: str | None = _item2.committed_metadata
             if _str is None:
-                out += b'\xff\xff'
+                out += b"\xff\xff"
             else:
                 _utf8 = _str.encode()
                 out += _pack_h(len(_utf8))
@@ -473,7 +509,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitRespo
         for _ in range(_n1):
             partition_index_2, error_code_2 = _unpack_ih(buf, pos)
             pos += 6
-            partitions_1.append(TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(partition_index_2, error_code_2)
+            )
         topics_0.append(TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic(name_1, partitions_1))
     return TxnOffsetCommitResponse(throttle_time_ms_0, topics_0), pos
 
@@ -517,7 +555,9 @@ def _decode_response_v3(buf: memoryview, pos: int) -> tuple[TxnOffsetCommitRespo
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(partition_index_2, error_code_2))
+            partitions_1.append(
+                TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition(partition_index_2, error_code_2)
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -612,11 +652,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[TxnOffsetCommitRequest, int]:
-    """Decode a TxnOffsetCommit request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"TxnOffsetCommit request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"TxnOffsetCommit request v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -628,11 +666,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[TxnOffsetCo
 
 
 def encode_request(msg: TxnOffsetCommitRequest, version: int, w: Writer) -> None:
-    """Append the TxnOffsetCommit request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"TxnOffsetCommit request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"TxnOffsetCommit request v{version} is not supported (v0-4)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -642,11 +678,9 @@ def encode_request(msg: TxnOffsetCommitRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[TxnOffsetCommitResponse, int]:
-    """Decode a TxnOffsetCommit response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"TxnOffsetCommit response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"TxnOffsetCommit response v{version} is not supported (v0-4)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -658,11 +692,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[TxnOffsetC
 
 
 def encode_response(msg: TxnOffsetCommitResponse, version: int, w: Writer) -> None:
-    """Append the TxnOffsetCommit response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"TxnOffsetCommit response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"TxnOffsetCommit response v{version} is not supported (v0-4)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,12 +15,11 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 64
 API_NAME = "UnregisterBroker"
@@ -128,11 +126,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UnregisterBrokerRequest, int]:
-    """Decode a UnregisterBroker request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UnregisterBroker request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UnregisterBroker request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -144,11 +140,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UnregisterB
 
 
 def encode_request(msg: UnregisterBrokerRequest, version: int, w: Writer) -> None:
-    """Append the UnregisterBroker request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UnregisterBroker request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UnregisterBroker request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -158,11 +152,9 @@ def encode_request(msg: UnregisterBrokerRequest, version: int, w: Writer) -> Non
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UnregisterBrokerResponse, int]:
-    """Decode a UnregisterBroker response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UnregisterBroker response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UnregisterBroker response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -174,11 +166,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[Unregister
 
 
 def encode_response(msg: UnregisterBrokerResponse, version: int, w: Writer) -> None:
-    """Append the UnregisterBroker response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UnregisterBroker response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UnregisterBroker response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

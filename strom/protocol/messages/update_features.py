@@ -5,7 +5,6 @@
 versions 0-2.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 57
 API_NAME = "UpdateFeatures"
@@ -73,7 +71,8 @@ class UpdateFeaturesResponse:
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
     error_message: str | None = ""  # v0+, nullable v0+
-    results: list[UpdateFeaturesResponse.UpdatableFeatureResult] = field(default_factory=list)  # v0-1, ignorable
+    # v0-1, ignorable
+    results: list[UpdateFeaturesResponse.UpdatableFeatureResult] = field(default_factory=list)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateFeaturesRequest, int]:
@@ -106,7 +105,9 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateFeaturesRequest
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        feature_updates_0.append(UpdateFeaturesRequest.FeatureUpdateKey(feature_1, max_version_level_1, allow_downgrade_1))
+        feature_updates_0.append(
+            UpdateFeaturesRequest.FeatureUpdateKey(feature_1, max_version_level_1, allow_downgrade_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -144,7 +145,9 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateFeaturesRequest
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        feature_updates_0.append(UpdateFeaturesRequest.FeatureUpdateKey(feature_1, max_version_level_1, False, upgrade_type_1))
+        feature_updates_0.append(
+            UpdateFeaturesRequest.FeatureUpdateKey(feature_1, max_version_level_1, False, upgrade_type_1)
+        )
     (validate_only_0,) = _unpack_o(buf, pos)
     pos += 1
     if buf[pos]:
@@ -157,7 +160,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateFeaturesRequest
 def _encode_request_v0(msg: UpdateFeaturesRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.validate_only):
-        raise EncodeError("UpdateFeaturesRequest.validate_only is set, but this version cannot carry it")
+        raise EncodeError("validate_only is set, but this version cannot carry it")
     out += _pack_i(msg.timeout_ms)
     _s0: list[UpdateFeaturesRequest.FeatureUpdateKey] = msg.feature_updates
     _n = len(_s0) + 1
@@ -167,7 +170,7 @@ def _encode_request_v0(msg: UpdateFeaturesRequest, w: Writer) -> None:
         out += _uvarint(_n)
     for _item1 in _s0:
         if _item1.upgrade_type != 1:
-            raise EncodeError("UpdateFeaturesRequest.FeatureUpdateKey.upgrade_type is set, but this version cannot carry it")
+            raise EncodeError("upgrade_type is set, but this version cannot carry it")
         _utf8: bytes = _item1.feature.encode()
         _n = len(_utf8) + 1
         if _n < 128:
@@ -191,7 +194,7 @@ def _encode_request_v1(msg: UpdateFeaturesRequest, w: Writer) -> None:
         out += _uvarint(_n)
     for _item1 in _s0:
         if bool(_item1.allow_downgrade):
-            raise EncodeError("UpdateFeaturesRequest.FeatureUpdateKey.allow_downgrade is set, but this version cannot carry it")
+            raise EncodeError("allow_downgrade is set, but this version cannot carry it")
         _utf8: bytes = _item1.feature.encode()
         _n = len(_utf8) + 1
         if _n < 128:
@@ -259,7 +262,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[UpdateFeaturesRespon
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        results_0.append(UpdateFeaturesResponse.UpdatableFeatureResult(feature_1, error_code_1, error_message_1))
+        results_0.append(
+            UpdateFeaturesResponse.UpdatableFeatureResult(feature_1, error_code_1, error_message_1)
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -380,11 +385,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateFeaturesRequest, int]:
-    """Decode a UpdateFeatures request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateFeatures request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateFeatures request v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -396,11 +399,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateFeatu
 
 
 def encode_request(msg: UpdateFeaturesRequest, version: int, w: Writer) -> None:
-    """Append the UpdateFeatures request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateFeatures request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateFeatures request v{version} is not supported (v0-2)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -410,11 +411,9 @@ def encode_request(msg: UpdateFeaturesRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateFeaturesResponse, int]:
-    """Decode a UpdateFeatures response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateFeatures response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateFeatures response v{version} is not supported (v0-2)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -426,11 +425,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateFeat
 
 
 def encode_response(msg: UpdateFeaturesResponse, version: int, w: Writer) -> None:
-    """Append the UpdateFeatures response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateFeatures response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateFeatures response v{version} is not supported (v0-2)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-8.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 6
 API_NAME = "UpdateMetadata"
@@ -90,7 +88,8 @@ class UpdateMetadataRequest:
         id: int = 0  # v0+
         v0_host: str = ""  # v0, ignorable
         v0_port: int = 0  # v0, ignorable
-        endpoints: list[UpdateMetadataRequest.UpdateMetadataEndpoint] = field(default_factory=list)  # v1+, ignorable
+        # v1+, ignorable
+        endpoints: list[UpdateMetadataRequest.UpdateMetadataEndpoint] = field(default_factory=list)
         rack: str | None = ""  # v2+, nullable v0+, ignorable
 
     controller_id: int = 0  # v0+
@@ -131,7 +130,7 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (zk_version_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -139,9 +138,20 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(UpdateMetadataPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, zk_version_1, replicas_1))
+        ungrouped_partition_states_0.append(
+            UpdateMetadataPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                zk_version_1,
+                replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -160,7 +170,19 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         (v0_port_1,) = _unpack_i(buf, pos)
         pos += 4
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, v0_host_1, v0_port_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, -1, ungrouped_partition_states_0, [], live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            False,
+            0,
+            controller_epoch_0,
+            -1,
+            ungrouped_partition_states_0,
+            [],
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -186,7 +208,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (zk_version_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -194,9 +216,20 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(UpdateMetadataPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, zk_version_1, replicas_1))
+        ungrouped_partition_states_0.append(
+            UpdateMetadataPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                zk_version_1,
+                replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 8 > _blen - pos:
@@ -222,9 +255,23 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos = _end
             (security_protocol_2,) = _unpack_h(buf, pos)
             pos += 2
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, "", security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, "", security_protocol_2)
+            )
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, "", 0, endpoints_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, -1, ungrouped_partition_states_0, [], live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            False,
+            0,
+            controller_epoch_0,
+            -1,
+            ungrouped_partition_states_0,
+            [],
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v2(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -250,7 +297,7 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (zk_version_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -258,9 +305,20 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(UpdateMetadataPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, zk_version_1, replicas_1))
+        ungrouped_partition_states_0.append(
+            UpdateMetadataPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                zk_version_1,
+                replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -286,7 +344,9 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos = _end
             (security_protocol_2,) = _unpack_h(buf, pos)
             pos += 2
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, "", security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, "", security_protocol_2)
+            )
         (_n,) = _unpack_h(buf, pos)
         pos += 2
         if _n == -1:
@@ -298,7 +358,19 @@ def _decode_request_v2(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             rack_1 = buf[pos:_end].tobytes().decode()
             pos = _end
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, "", 0, endpoints_1, rack_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, -1, ungrouped_partition_states_0, [], live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            False,
+            0,
+            controller_epoch_0,
+            -1,
+            ungrouped_partition_states_0,
+            [],
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v3(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -324,7 +396,7 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (zk_version_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -332,9 +404,20 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(UpdateMetadataPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, zk_version_1, replicas_1))
+        ungrouped_partition_states_0.append(
+            UpdateMetadataPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                zk_version_1,
+                replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -367,7 +450,9 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos = _end
             (security_protocol_2,) = _unpack_h(buf, pos)
             pos += 2
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         (_n,) = _unpack_h(buf, pos)
         pos += 2
         if _n == -1:
@@ -379,7 +464,19 @@ def _decode_request_v3(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             rack_1 = buf[pos:_end].tobytes().decode()
             pos = _end
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, "", 0, endpoints_1, rack_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, -1, ungrouped_partition_states_0, [], live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            False,
+            0,
+            controller_epoch_0,
+            -1,
+            ungrouped_partition_states_0,
+            [],
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v4(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -405,7 +502,7 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("isr", _n1)
-        isr_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        isr_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (zk_version_1,) = _unpack_i(buf, pos)
         pos += 4
@@ -413,15 +510,27 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("replicas", _n1)
-        replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
         (_n1,) = _unpack_i(buf, pos)
         pos += 4
         if _n1 < 0 or _n1 * 4 > _blen - pos:
             raise _bad_length("offline_replicas", _n1)
-        offline_replicas_1: list[int] = list(_struct_unpack_from(">%di" % _n1, buf, pos))
+        offline_replicas_1: list[int] = list(_struct_unpack_from(f">{_n1}i", buf, pos))
         pos += _n1 * 4
-        ungrouped_partition_states_0.append(UpdateMetadataPartitionState(topic_name_1, partition_index_1, controller_epoch_1, leader_1, leader_epoch_1, isr_1, zk_version_1, replicas_1, offline_replicas_1))
+        ungrouped_partition_states_0.append(
+            UpdateMetadataPartitionState(
+                topic_name_1,
+                partition_index_1,
+                controller_epoch_1,
+                leader_1,
+                leader_epoch_1,
+                isr_1,
+                zk_version_1,
+                replicas_1,
+                offline_replicas_1,
+            )
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -454,7 +563,9 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos = _end
             (security_protocol_2,) = _unpack_h(buf, pos)
             pos += 2
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         (_n,) = _unpack_h(buf, pos)
         pos += 2
         if _n == -1:
@@ -466,7 +577,19 @@ def _decode_request_v4(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             rack_1 = buf[pos:_end].tobytes().decode()
             pos = _end
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, "", 0, endpoints_1, rack_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, -1, ungrouped_partition_states_0, [], live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            False,
+            0,
+            controller_epoch_0,
+            -1,
+            ungrouped_partition_states_0,
+            [],
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _decode_request_v5(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -498,7 +621,7 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (zk_version_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -506,16 +629,30 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (_n2,) = _unpack_i(buf, pos)
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
-            partition_states_1.append(UpdateMetadataPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, zk_version_2, replicas_2, offline_replicas_2))
-        topic_states_0.append(UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, UUID_ZERO, partition_states_1))
+            partition_states_1.append(
+                UpdateMetadataPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    zk_version_2,
+                    replicas_2,
+                    offline_replicas_2,
+                )
+            )
+        topic_states_0.append(
+            UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, UUID_ZERO, partition_states_1)
+        )
     (_n0,) = _unpack_i(buf, pos)
     pos += 4
     if _n0 < 0 or _n0 * 10 > _blen - pos:
@@ -548,7 +685,9 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             pos = _end
             (security_protocol_2,) = _unpack_h(buf, pos)
             pos += 2
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         (_n,) = _unpack_h(buf, pos)
         pos += 2
         if _n == -1:
@@ -560,7 +699,12 @@ def _decode_request_v5(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             rack_1 = buf[pos:_end].tobytes().decode()
             pos = _end
         live_brokers_0.append(UpdateMetadataRequest.UpdateMetadataBroker(id_1, "", 0, endpoints_1, rack_1))
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -605,7 +749,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (zk_version_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -616,7 +760,7 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -625,18 +769,32 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(UpdateMetadataPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, zk_version_2, replicas_2, offline_replicas_2))
+            partition_states_1.append(
+                UpdateMetadataPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    zk_version_2,
+                    replicas_2,
+                    offline_replicas_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, UUID_ZERO, partition_states_1))
+        topic_states_0.append(
+            UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, UUID_ZERO, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -687,7 +845,9 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         _n = buf[pos]
         pos += 1
         if _n > 127:
@@ -709,7 +869,12 @@ def _decode_request_v6(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -757,7 +922,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (zk_version_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -768,7 +933,7 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -777,18 +942,32 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(UpdateMetadataPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, zk_version_2, replicas_2, offline_replicas_2))
+            partition_states_1.append(
+                UpdateMetadataPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    zk_version_2,
+                    replicas_2,
+                    offline_replicas_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, topic_id_1, partition_states_1))
+        topic_states_0.append(
+            UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, topic_id_1, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -839,7 +1018,9 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         _n = buf[pos]
         pos += 1
         if _n > 127:
@@ -861,7 +1042,12 @@ def _decode_request_v7(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return UpdateMetadataRequest(controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0, False, 0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0
+        ),
+        pos,
+    )
 
 
 def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest, int]:
@@ -909,7 +1095,7 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("isr", _n2)
-            isr_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            isr_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             (zk_version_2,) = _unpack_i(buf, pos)
             pos += 4
@@ -920,7 +1106,7 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("replicas", _n2)
-            replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             _n2 = buf[pos]
             pos += 1
@@ -929,18 +1115,32 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("offline_replicas", _n2)
-            offline_replicas_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            offline_replicas_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partition_states_1.append(UpdateMetadataPartitionState("", partition_index_2, controller_epoch_2, leader_2, leader_epoch_2, isr_2, zk_version_2, replicas_2, offline_replicas_2))
+            partition_states_1.append(
+                UpdateMetadataPartitionState(
+                    "",
+                    partition_index_2,
+                    controller_epoch_2,
+                    leader_2,
+                    leader_epoch_2,
+                    isr_2,
+                    zk_version_2,
+                    replicas_2,
+                    offline_replicas_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        topic_states_0.append(UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, topic_id_1, partition_states_1))
+        topic_states_0.append(
+            UpdateMetadataRequest.UpdateMetadataTopicState(topic_name_1, topic_id_1, partition_states_1)
+        )
     _n0 = buf[pos]
     pos += 1
     if _n0 > 127:
@@ -991,7 +1191,9 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            endpoints_1.append(UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2))
+            endpoints_1.append(
+                UpdateMetadataRequest.UpdateMetadataEndpoint(port_2, host_2, listener_2, security_protocol_2)
+            )
         _n = buf[pos]
         pos += 1
         if _n > 127:
@@ -1028,17 +1230,29 @@ def _decode_request_v8(buf: memoryview, pos: int) -> tuple[UpdateMetadataRequest
                 raise _bad_length("type", _size0)
         else:
             pos = _tag_end0  # unknown tag: skipped (KIP-482)
-    return UpdateMetadataRequest(controller_id_0, is_k_raft_controller_0, type_0, controller_epoch_0, broker_epoch_0, [], topic_states_0, live_brokers_0), pos
+    return (
+        UpdateMetadataRequest(
+            controller_id_0,
+            is_k_raft_controller_0,
+            type_0,
+            controller_epoch_0,
+            broker_epoch_0,
+            [],
+            topic_states_0,
+            live_brokers_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[UpdateMetadataPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
@@ -1049,11 +1263,11 @@ def _encode_request_v0(msg: UpdateMetadataRequest, w: Writer) -> None:
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.zk_version)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1067,11 +1281,11 @@ def _encode_request_v0(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v1(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[UpdateMetadataPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
@@ -1082,11 +1296,11 @@ def _encode_request_v1(msg: UpdateMetadataRequest, w: Writer) -> None:
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.zk_version)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1104,11 +1318,11 @@ def _encode_request_v1(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v2(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[UpdateMetadataPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
@@ -1119,11 +1333,11 @@ def _encode_request_v2(msg: UpdateMetadataRequest, w: Writer) -> None:
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.zk_version)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1138,7 +1352,7 @@ def _encode_request_v2(msg: UpdateMetadataRequest, w: Writer) -> None:
             out += _pack_h(_item2.security_protocol)
         _str: str | None = _item1_2.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1148,11 +1362,11 @@ def _encode_request_v2(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v3(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[UpdateMetadataPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
@@ -1163,11 +1377,11 @@ def _encode_request_v3(msg: UpdateMetadataRequest, w: Writer) -> None:
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.zk_version)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1185,7 +1399,7 @@ def _encode_request_v3(msg: UpdateMetadataRequest, w: Writer) -> None:
             out += _pack_h(_item2.security_protocol)
         _str: str | None = _item1_2.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1195,11 +1409,11 @@ def _encode_request_v3(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v4(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.topic_states is None or len(msg.topic_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.topic_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.topic_states is None or len(msg.topic_states) != 0:
+        raise EncodeError("topic_states is set, but this version cannot carry it")
     out += _pack_ii(msg.controller_id, msg.controller_epoch)
     _s0: list[UpdateMetadataPartitionState] = msg.ungrouped_partition_states
     out += _pack_i(len(_s0))
@@ -1210,14 +1424,14 @@ def _encode_request_v4(msg: UpdateMetadataRequest, w: Writer) -> None:
         out += _pack_iiii(_item1.partition_index, _item1.controller_epoch, _item1.leader, _item1.leader_epoch)
         _s1: list[int] = _item1.isr
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         out += _pack_i(_item1.zk_version)
         _s1 = _item1.replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
         _s1 = _item1.offline_replicas
         out += _pack_i(len(_s1))
-        out += _struct_pack(">%di" % len(_s1), *_s1)
+        out += _struct_pack(f">{len(_s1)}i", *_s1)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1235,7 +1449,7 @@ def _encode_request_v4(msg: UpdateMetadataRequest, w: Writer) -> None:
             out += _pack_h(_item2.security_protocol)
         _str: str | None = _item1_2.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1245,11 +1459,11 @@ def _encode_request_v4(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v5(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[UpdateMetadataRequest.UpdateMetadataTopicState] = msg.topic_states
     out += _pack_i(len(_s0))
@@ -1260,17 +1474,19 @@ def _encode_request_v5(msg: UpdateMetadataRequest, w: Writer) -> None:
         _s1: list[UpdateMetadataPartitionState] = _item1.partition_states
         out += _pack_i(len(_s1))
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.zk_version)
             _s2 = _item2.replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
     out += _pack_i(len(_s0_2))
     for _item1_2 in _s0_2:
@@ -1288,7 +1504,7 @@ def _encode_request_v5(msg: UpdateMetadataRequest, w: Writer) -> None:
             out += _pack_h(_item2_2.security_protocol)
         _str: str | None = _item1_2.rack
         if _str is None:
-            out += b'\xff\xff'
+            out += b"\xff\xff"
         else:
             _utf8 = _str.encode()
             out += _pack_h(len(_utf8))
@@ -1298,11 +1514,11 @@ def _encode_request_v5(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v6(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[UpdateMetadataRequest.UpdateMetadataTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1325,14 +1541,16 @@ def _encode_request_v6(msg: UpdateMetadataRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.zk_version)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1340,14 +1558,14 @@ def _encode_request_v6(msg: UpdateMetadataRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
@@ -1400,11 +1618,11 @@ def _encode_request_v6(msg: UpdateMetadataRequest, w: Writer) -> None:
 def _encode_request_v7(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
     if bool(msg.is_k_raft_controller):
-        raise EncodeError("UpdateMetadataRequest.is_k_raft_controller is set, but this version cannot carry it")
+        raise EncodeError("is_k_raft_controller is set, but this version cannot carry it")
     if msg.type != 0:
-        raise EncodeError("UpdateMetadataRequest.type is set, but this version cannot carry it")
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.ungrouped_partition_states is set, but this version cannot carry it")
+        raise EncodeError("type is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_iiq(msg.controller_id, msg.controller_epoch, msg.broker_epoch)
     _s0: list[UpdateMetadataRequest.UpdateMetadataTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1428,14 +1646,16 @@ def _encode_request_v7(msg: UpdateMetadataRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.zk_version)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1443,14 +1663,14 @@ def _encode_request_v7(msg: UpdateMetadataRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
@@ -1502,8 +1722,8 @@ def _encode_request_v7(msg: UpdateMetadataRequest, w: Writer) -> None:
 
 def _encode_request_v8(msg: UpdateMetadataRequest, w: Writer) -> None:
     out = w.buf
-    if (msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0):
-        raise EncodeError("UpdateMetadataRequest.ungrouped_partition_states is set, but this version cannot carry it")
+    if msg.ungrouped_partition_states is None or len(msg.ungrouped_partition_states) != 0:
+        raise EncodeError("ungrouped_partition_states is set, but this version cannot carry it")
     out += _pack_ioiq(msg.controller_id, msg.is_k_raft_controller, msg.controller_epoch, msg.broker_epoch)
     _s0: list[UpdateMetadataRequest.UpdateMetadataTopicState] = msg.topic_states
     _n = len(_s0) + 1
@@ -1527,14 +1747,16 @@ def _encode_request_v8(msg: UpdateMetadataRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiii(_item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch)
+            out += _pack_iiii(
+                _item2.partition_index, _item2.controller_epoch, _item2.leader, _item2.leader_epoch
+            )
             _s2: list[int] = _item2.isr
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out += _pack_i(_item2.zk_version)
             _s2 = _item2.replicas
             _n = len(_s2) + 1
@@ -1542,14 +1764,14 @@ def _encode_request_v8(msg: UpdateMetadataRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             _s2 = _item2.offline_replicas
             _n = len(_s2) + 1
             if _n < 128:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _s0_2: list[UpdateMetadataRequest.UpdateMetadataBroker] = msg.live_brokers
@@ -1601,7 +1823,7 @@ def _encode_request_v8(msg: UpdateMetadataRequest, w: Writer) -> None:
         _nt0 += 1
     out.append(_nt0)
     if msg.type != 0:
-        out += b'\x00\x01'
+        out += b"\x00\x01"
         out += _pack_b(msg.type)
 
 
@@ -1687,11 +1909,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateMetadataRequest, int]:
-    """Decode a UpdateMetadata request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateMetadata request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateMetadata request v{version} is not supported (v0-8)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1703,11 +1923,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateMetad
 
 
 def encode_request(msg: UpdateMetadataRequest, version: int, w: Writer) -> None:
-    """Append the UpdateMetadata request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateMetadata request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateMetadata request v{version} is not supported (v0-8)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -1717,11 +1935,9 @@ def encode_request(msg: UpdateMetadataRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateMetadataResponse, int]:
-    """Decode a UpdateMetadata response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateMetadata response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateMetadata response v{version} is not supported (v0-8)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -1733,11 +1949,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateMeta
 
 
 def encode_response(msg: UpdateMetadataResponse, version: int, w: Writer) -> None:
-    """Append the UpdateMetadata response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateMetadata response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateMetadata response v{version} is not supported (v0-8)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -5,7 +5,6 @@
 versions 0-0.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 82
 API_NAME = "UpdateRaftVoter"
@@ -69,7 +67,10 @@ class UpdateRaftVoterRequest:
     voter_id: int = 0  # v0+
     voter_directory_id: uuid.UUID = UUID_ZERO  # v0+
     listeners: list[UpdateRaftVoterRequest.Listener] = field(default_factory=list)  # v0+
-    k_raft_version_feature: UpdateRaftVoterRequest.KRaftVersionFeature = field(default_factory=KRaftVersionFeature)  # v0+
+    # v0+
+    k_raft_version_feature: UpdateRaftVoterRequest.KRaftVersionFeature = field(
+        default_factory=KRaftVersionFeature
+    )
 
 
 @dataclass(slots=True)
@@ -83,11 +84,8 @@ class UpdateRaftVoterResponse:
 
     throttle_time_ms: int = 0  # v0+
     error_code: int = 0  # v0+
-    current_leader: UpdateRaftVoterResponse.CurrentLeader = field(default_factory=CurrentLeader)  # v0+, tag 0 in v0+
-
-
-# Default instances that tagged and version-dependent fields are compared against.
-_DEFAULT_UpdateRaftVoterResponse_CurrentLeader = UpdateRaftVoterResponse.CurrentLeader()
+    # v0+, tag 0 in v0+
+    current_leader: UpdateRaftVoterResponse.CurrentLeader = field(default_factory=CurrentLeader)
 
 
 def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateRaftVoterRequest, int]:
@@ -151,12 +149,24 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[UpdateRaftVoterReques
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    k_raft_version_feature_0: UpdateRaftVoterRequest.KRaftVersionFeature = UpdateRaftVoterRequest.KRaftVersionFeature(min_supported_version_1, max_supported_version_1)
+    k_raft_version_feature_0: UpdateRaftVoterRequest.KRaftVersionFeature = (
+        UpdateRaftVoterRequest.KRaftVersionFeature(min_supported_version_1, max_supported_version_1)
+    )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
         pos += 1
-    return UpdateRaftVoterRequest(cluster_id_0, current_leader_epoch_0, voter_id_0, voter_directory_id_0, listeners_0, k_raft_version_feature_0), pos
+    return (
+        UpdateRaftVoterRequest(
+            cluster_id_0,
+            current_leader_epoch_0,
+            voter_id_0,
+            voter_directory_id_0,
+            listeners_0,
+            k_raft_version_feature_0,
+        ),
+        pos,
+    )
 
 
 def _encode_request_v0(msg: UpdateRaftVoterRequest, w: Writer) -> None:
@@ -237,7 +247,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[UpdateRaftVoterRespo
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            current_leader_0 = UpdateRaftVoterResponse.CurrentLeader(leader_id_2, leader_epoch_2, host_2, port_2)
+            current_leader_0 = UpdateRaftVoterResponse.CurrentLeader(
+                leader_id_2, leader_epoch_2, host_2, port_2
+            )
             if pos != _tag_end0:
                 raise _bad_length("current_leader", _size0)
         else:
@@ -249,10 +261,10 @@ def _encode_response_v0(msg: UpdateRaftVoterResponse, w: Writer) -> None:
     out = w.buf
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _nt0: int = 0
-    if msg.current_leader != _DEFAULT_UpdateRaftVoterResponse_CurrentLeader:
+    if msg.current_leader.leader_id != -1 or msg.current_leader.leader_epoch != -1 or msg.current_leader.host != "" or msg.current_leader.port != 0:
         _nt0 += 1
     out.append(_nt0)
-    if msg.current_leader != _DEFAULT_UpdateRaftVoterResponse_CurrentLeader:
+    if msg.current_leader.leader_id != -1 or msg.current_leader.leader_epoch != -1 or msg.current_leader.host != "" or msg.current_leader.port != 0:
         _tagged0: bytearray = bytearray()
         _obj1: UpdateRaftVoterResponse.CurrentLeader = msg.current_leader
         _tagged0 += _pack_ii(_obj1.leader_id, _obj1.leader_epoch)
@@ -265,7 +277,7 @@ def _encode_response_v0(msg: UpdateRaftVoterResponse, w: Writer) -> None:
         _tagged0 += _utf8
         _tagged0 += _pack_i(_obj1.port)
         _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -291,11 +303,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateRaftVoterRequest, int]:
-    """Decode a UpdateRaftVoter request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateRaftVoter request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateRaftVoter request v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -307,11 +317,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[UpdateRaftV
 
 
 def encode_request(msg: UpdateRaftVoterRequest, version: int, w: Writer) -> None:
-    """Append the UpdateRaftVoter request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateRaftVoter request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateRaftVoter request v{version} is not supported (v0-0)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -321,11 +329,9 @@ def encode_request(msg: UpdateRaftVoterRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateRaftVoterResponse, int]:
-    """Decode a UpdateRaftVoter response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateRaftVoter response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateRaftVoter response v{version} is not supported (v0-0)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -337,11 +343,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[UpdateRaft
 
 
 def encode_response(msg: UpdateRaftVoterResponse, version: int, w: Writer) -> None:
-    """Append the UpdateRaftVoter response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"UpdateRaftVoter response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"UpdateRaftVoter response v{version} is not supported (v0-0)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

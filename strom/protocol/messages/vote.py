@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -13,20 +12,19 @@ import uuid
 from dataclasses import dataclass, field
 
 from strom.protocol.primitives import (
+    UUID_ZERO,
     DecodeError,
     EncodeError,
-    UUID_ZERO,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
-    truncated as _truncated,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
+from strom.protocol.primitives import truncated as _truncated
 
 API_KEY = 52
 API_NAME = "Vote"
@@ -142,13 +140,29 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[VoteRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[VoteRequest.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, candidate_epoch_2, candidate_id_2, last_offset_epoch_2, last_offset_2 = _unpack_iiiiq(buf, pos)
+            (
+                partition_index_2,
+                candidate_epoch_2,
+                candidate_id_2,
+                last_offset_epoch_2,
+                last_offset_2,
+            ) = _unpack_iiiiq(buf, pos)
             pos += 24
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(VoteRequest.PartitionData(partition_index_2, candidate_epoch_2, candidate_id_2, UUID_ZERO, UUID_ZERO, last_offset_epoch_2, last_offset_2))
+            partitions_1.append(
+                VoteRequest.PartitionData(
+                    partition_index_2,
+                    candidate_epoch_2,
+                    candidate_id_2,
+                    UUID_ZERO,
+                    UUID_ZERO,
+                    last_offset_epoch_2,
+                    last_offset_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -206,7 +220,15 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[VoteRequest, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[VoteRequest.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, candidate_epoch_2, candidate_id_2, candidate_directory_id_2, voter_directory_id_2, last_offset_epoch_2, last_offset_2 = _unpack_iiiuuiq(buf, pos)
+            (
+                partition_index_2,
+                candidate_epoch_2,
+                candidate_id_2,
+                candidate_directory_id_2,
+                voter_directory_id_2,
+                last_offset_epoch_2,
+                last_offset_2,
+            ) = _unpack_iiiuuiq(buf, pos)
             pos += 56
             candidate_directory_id_2 = uuid.UUID(bytes=candidate_directory_id_2)
             voter_directory_id_2 = uuid.UUID(bytes=voter_directory_id_2)
@@ -214,7 +236,17 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[VoteRequest, int]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(VoteRequest.PartitionData(partition_index_2, candidate_epoch_2, candidate_id_2, candidate_directory_id_2, voter_directory_id_2, last_offset_epoch_2, last_offset_2))
+            partitions_1.append(
+                VoteRequest.PartitionData(
+                    partition_index_2,
+                    candidate_epoch_2,
+                    candidate_id_2,
+                    candidate_directory_id_2,
+                    voter_directory_id_2,
+                    last_offset_epoch_2,
+                    last_offset_2,
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -261,7 +293,13 @@ def _encode_request_v0(msg: VoteRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiiiq(_item2.partition_index, _item2.candidate_epoch, _item2.candidate_id, _item2.last_offset_epoch, _item2.last_offset)
+            out += _pack_iiiiq(
+                _item2.partition_index,
+                _item2.candidate_epoch,
+                _item2.candidate_id,
+                _item2.last_offset_epoch,
+                _item2.last_offset,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -302,7 +340,15 @@ def _encode_request_v1(msg: VoteRequest, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_iiiuuiq(_item2.partition_index, _item2.candidate_epoch, _item2.candidate_id, _item2.candidate_directory_id.bytes, _item2.voter_directory_id.bytes, _item2.last_offset_epoch, _item2.last_offset)
+            out += _pack_iiiuuiq(
+                _item2.partition_index,
+                _item2.candidate_epoch,
+                _item2.candidate_id,
+                _item2.candidate_directory_id.bytes,
+                _item2.voter_directory_id.bytes,
+                _item2.last_offset_epoch,
+                _item2.last_offset,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -341,13 +387,23 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[VoteResponse, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[VoteResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2 = _unpack_ihiio(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                leader_id_2,
+                leader_epoch_2,
+                vote_granted_2,
+            ) = _unpack_ihiio(buf, pos)
             pos += 15
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(VoteResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2))
+            partitions_1.append(
+                VoteResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -393,13 +449,23 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[VoteResponse, int]:
             raise _bad_length("partitions", _n1)
         partitions_1: list[VoteResponse.PartitionData] = []
         for _ in range(_n1):
-            partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2 = _unpack_ihiio(buf, pos)
+            (
+                partition_index_2,
+                error_code_2,
+                leader_id_2,
+                leader_epoch_2,
+                vote_granted_2,
+            ) = _unpack_ihiio(buf, pos)
             pos += 15
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
                 pos += 1
-            partitions_1.append(VoteResponse.PartitionData(partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2))
+            partitions_1.append(
+                VoteResponse.PartitionData(
+                    partition_index_2, error_code_2, leader_id_2, leader_epoch_2, vote_granted_2
+                )
+            )
         if buf[pos]:
             pos = _skip_tagged_fields(buf, pos)
         else:
@@ -455,8 +521,8 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[VoteResponse, int]:
 
 def _encode_response_v0(msg: VoteResponse, w: Writer) -> None:
     out = w.buf
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
-        raise EncodeError("VoteResponse.node_endpoints is set, but this version cannot carry it")
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
+        raise EncodeError("node_endpoints is set, but this version cannot carry it")
     out += _pack_h(msg.error_code)
     _s0: list[VoteResponse.TopicData] = msg.topics
     _n = len(_s0) + 1
@@ -479,7 +545,13 @@ def _encode_response_v0(msg: VoteResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihiio(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch, _item2.vote_granted)
+            out += _pack_ihiio(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.leader_id,
+                _item2.leader_epoch,
+                _item2.vote_granted,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     out.append(0)  # no tagged fields
@@ -509,14 +581,20 @@ def _encode_response_v1(msg: VoteResponse, w: Writer) -> None:
         else:
             out += _uvarint(_n)
         for _item2 in _s1:
-            out += _pack_ihiio(_item2.partition_index, _item2.error_code, _item2.leader_id, _item2.leader_epoch, _item2.vote_granted)
+            out += _pack_ihiio(
+                _item2.partition_index,
+                _item2.error_code,
+                _item2.leader_id,
+                _item2.leader_epoch,
+                _item2.vote_granted,
+            )
             out.append(0)  # no tagged fields
         out.append(0)  # no tagged fields
     _nt0: int = 0
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _nt0 += 1
     out.append(_nt0)
-    if (msg.node_endpoints is None or len(msg.node_endpoints) != 0):
+    if msg.node_endpoints is None or len(msg.node_endpoints) != 0:
         _tagged0: bytearray = bytearray()
         _s0_2: list[VoteResponse.NodeEndpoint] = msg.node_endpoints
         _n = len(_s0_2) + 1
@@ -535,7 +613,7 @@ def _encode_response_v1(msg: VoteResponse, w: Writer) -> None:
             _tagged0 += _utf8
             _tagged0 += _pack_H(_item1_2.port)
             _tagged0.append(0)  # no tagged fields
-        out += b'\x00'
+        out += b"\x00"
         out += _uvarint(len(_tagged0))
         out += _tagged0
 
@@ -565,11 +643,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[VoteRequest, int]:
-    """Decode a Vote request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Vote request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Vote request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -581,11 +657,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[VoteRequest
 
 
 def encode_request(msg: VoteRequest, version: int, w: Writer) -> None:
-    """Append the Vote request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Vote request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Vote request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -595,11 +669,9 @@ def encode_request(msg: VoteRequest, version: int, w: Writer) -> None:
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[VoteResponse, int]:
-    """Decode a Vote response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Vote response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Vote response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -611,11 +683,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[VoteRespon
 
 
 def encode_response(msg: VoteResponse, version: int, w: Writer) -> None:
-    """Append the Vote response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"Vote response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"Vote response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

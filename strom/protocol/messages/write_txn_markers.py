@@ -5,7 +5,6 @@
 versions 0-1.
 """
 
-
 from __future__ import annotations
 
 import struct
@@ -16,14 +15,13 @@ from strom.protocol.primitives import (
     EncodeError,
     UnsupportedVersionError,
     Writer,
-    bad_length as _bad_length,
-    compact_length as _compact_length,
-    encode_unsigned_varint as _uvarint,
-    null_not_allowed as _null_not_allowed,
-    read_unsigned_varint as _read_uvarint,
-    skip_tagged_fields as _skip_tagged_fields,
 )
-
+from strom.protocol.primitives import bad_length as _bad_length
+from strom.protocol.primitives import compact_length as _compact_length
+from strom.protocol.primitives import encode_unsigned_varint as _uvarint
+from strom.protocol.primitives import null_not_allowed as _null_not_allowed
+from strom.protocol.primitives import read_unsigned_varint as _read_uvarint
+from strom.protocol.primitives import skip_tagged_fields as _skip_tagged_fields
 
 API_KEY = 27
 API_NAME = "WriteTxnMarkers"
@@ -76,12 +74,16 @@ class WriteTxnMarkersResponse:
     @dataclass(slots=True)
     class WritableTxnMarkerTopicResult:
         name: str = ""  # v0+
-        partitions: list[WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult] = field(default_factory=list)  # v0+
+        # v0+
+        partitions: list[WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult] = field(
+            default_factory=list
+        )
 
     @dataclass(slots=True)
     class WritableTxnMarkerResult:
         producer_id: int = 0  # v0+
-        topics: list[WriteTxnMarkersResponse.WritableTxnMarkerTopicResult] = field(default_factory=list)  # v0+
+        # v0+
+        topics: list[WriteTxnMarkersResponse.WritableTxnMarkerTopicResult] = field(default_factory=list)
 
     markers: list[WriteTxnMarkersResponse.WritableTxnMarkerResult] = field(default_factory=list)  # v0+
 
@@ -113,12 +115,16 @@ def _decode_request_v0(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersReques
             pos += 4
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n2)
-            partition_indexes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partition_indexes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             topics_1.append(WriteTxnMarkersRequest.WritableTxnMarkerTopic(name_2, partition_indexes_2))
         (coordinator_epoch_1,) = _unpack_i(buf, pos)
         pos += 4
-        markers_0.append(WriteTxnMarkersRequest.WritableTxnMarker(producer_id_1, producer_epoch_1, transaction_result_1, topics_1, coordinator_epoch_1))
+        markers_0.append(
+            WriteTxnMarkersRequest.WritableTxnMarker(
+                producer_id_1, producer_epoch_1, transaction_result_1, topics_1, coordinator_epoch_1
+            )
+        )
     return WriteTxnMarkersRequest(markers_0), pos
 
 
@@ -162,7 +168,7 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersReques
             _n2 -= 1
             if _n2 < 0 or _n2 * 4 > _blen - pos:
                 raise _bad_length("partition_indexes", _n2)
-            partition_indexes_2: list[int] = list(_struct_unpack_from(">%di" % _n2, buf, pos))
+            partition_indexes_2: list[int] = list(_struct_unpack_from(f">{_n2}i", buf, pos))
             pos += _n2 * 4
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
@@ -175,7 +181,11 @@ def _decode_request_v1(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersReques
             pos = _skip_tagged_fields(buf, pos)
         else:
             pos += 1
-        markers_0.append(WriteTxnMarkersRequest.WritableTxnMarker(producer_id_1, producer_epoch_1, transaction_result_1, topics_1, coordinator_epoch_1))
+        markers_0.append(
+            WriteTxnMarkersRequest.WritableTxnMarker(
+                producer_id_1, producer_epoch_1, transaction_result_1, topics_1, coordinator_epoch_1
+            )
+        )
     if buf[pos]:
         pos = _skip_tagged_fields(buf, pos)
     else:
@@ -197,7 +207,7 @@ def _encode_request_v0(msg: WriteTxnMarkersRequest, w: Writer) -> None:
             out += _utf8
             _s2: list[int] = _item2.partition_indexes
             out += _pack_i(len(_s2))
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
         out += _pack_i(_item1.coordinator_epoch)
 
 
@@ -231,7 +241,7 @@ def _encode_request_v1(msg: WriteTxnMarkersRequest, w: Writer) -> None:
                 out.append(_n)
             else:
                 out += _uvarint(_n)
-            out += _struct_pack(">%di" % len(_s2), *_s2)
+            out += _struct_pack(f">{len(_s2)}i", *_s2)
             out.append(0)  # no tagged fields
         out += _pack_i(_item1.coordinator_epoch)
         out.append(0)  # no tagged fields
@@ -269,7 +279,9 @@ def _decode_response_v0(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersRespo
             for _ in range(_n2):
                 partition_index_3, error_code_3 = _unpack_ih(buf, pos)
                 pos += 6
-                partitions_2.append(WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult(partition_index_3, error_code_3))
+                partitions_2.append(
+                    WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult(partition_index_3, error_code_3)
+                )
             topics_1.append(WriteTxnMarkersResponse.WritableTxnMarkerTopicResult(name_2, partitions_2))
         markers_0.append(WriteTxnMarkersResponse.WritableTxnMarkerResult(producer_id_1, topics_1))
     return WriteTxnMarkersResponse(markers_0), pos
@@ -323,7 +335,9 @@ def _decode_response_v1(buf: memoryview, pos: int) -> tuple[WriteTxnMarkersRespo
                     pos = _skip_tagged_fields(buf, pos)
                 else:
                     pos += 1
-                partitions_2.append(WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult(partition_index_3, error_code_3))
+                partitions_2.append(
+                    WriteTxnMarkersResponse.WritableTxnMarkerPartitionResult(partition_index_3, error_code_3)
+                )
             if buf[pos]:
                 pos = _skip_tagged_fields(buf, pos)
             else:
@@ -422,11 +436,9 @@ _RESPONSE_ENCODERS = (
 
 
 def decode_request(buf: memoryview, pos: int, version: int) -> tuple[WriteTxnMarkersRequest, int]:
-    """Decode a WriteTxnMarkers request of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"WriteTxnMarkers request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"WriteTxnMarkers request v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -438,11 +450,9 @@ def decode_request(buf: memoryview, pos: int, version: int) -> tuple[WriteTxnMar
 
 
 def encode_request(msg: WriteTxnMarkersRequest, version: int, w: Writer) -> None:
-    """Append the WriteTxnMarkers request encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"WriteTxnMarkers request v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"WriteTxnMarkers request v{version} is not supported (v0-1)")
     try:
         _REQUEST_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:
@@ -452,11 +462,9 @@ def encode_request(msg: WriteTxnMarkersRequest, version: int, w: Writer) -> None
 
 
 def decode_response(buf: memoryview, pos: int, version: int) -> tuple[WriteTxnMarkersResponse, int]:
-    """Decode a WriteTxnMarkers response of `version` starting at `pos`; return it and the offset just past it."""
+    """Decode the message at `pos` as `version`; return it and the offset just past it."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"WriteTxnMarkers response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"WriteTxnMarkers response v{version} is not supported (v0-1)")
     if type(buf) is not memoryview:
         buf = memoryview(buf)
     try:
@@ -468,11 +476,9 @@ def decode_response(buf: memoryview, pos: int, version: int) -> tuple[WriteTxnMa
 
 
 def encode_response(msg: WriteTxnMarkersResponse, version: int, w: Writer) -> None:
-    """Append the WriteTxnMarkers response encoded at `version` to `w` (discard `w` if this raises)."""
+    """Append `msg` encoded as `version` to `w` (discard `w` if this raises)."""
     if not MIN_VERSION <= version <= MAX_VERSION:
-        raise UnsupportedVersionError(
-            f"WriteTxnMarkers response v{version} is not supported (v{MIN_VERSION}-{MAX_VERSION})"
-        )
+        raise UnsupportedVersionError(f"WriteTxnMarkers response v{version} is not supported (v0-1)")
     try:
         _RESPONSE_ENCODERS[version - MIN_VERSION](msg, w)
     except EncodeError as exc:

@@ -52,6 +52,15 @@ async def handle(ctx: RequestContext, request: schema.MetadataRequest) -> Respon
     all_topics = request.topics is None or (version == 0 and not request.topics)
     allow_create = (version < 4 or request.allow_auto_topic_creation) and broker.auto_create_topics
     operations = ALL_TOPIC_OPERATIONS if request.include_topic_authorized_operations else OPERATIONS_NOT_REQUESTED
+    if version < 12 and any(t.name is None or t.topic_id != NO_TOPIC_ID for t in request.topics or ()):
+        # Asking by topic id needs v12; Kafka rejects the whole request (its error response has no brokers).
+        return Response(
+            controller_id=-1,
+            topics=[
+                TopicResponse(error_code=ErrorCode.INVALID_REQUEST, name=t.name or "", topic_id=NO_TOPIC_ID)
+                for t in request.topics or ()
+            ],
+        )
     topics: list[TopicResponse] = []
     if all_topics:
         for name in sorted(broker.image.topic_names()):

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import functools
 import random
-import sys
 import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "kafka-schemas"
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from tools.codegen.schema import (  # noqa: E402 (needs the repository root on sys.path)
+from strom.protocol.errors import ErrorCode
+from strom.protocol.messages import APIS
+from tools.codegen.schema import (
     NO_DEFAULT,
     ApiSchema,
     FieldSpec,
@@ -31,8 +27,8 @@ from tools.codegen.schema import (  # noqa: E402 (needs the repository root on s
     load_data_modules,
 )
 
-from strom.protocol.errors import ErrorCode  # noqa: E402
-from strom.protocol.messages import APIS  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SCHEMA_DIR = REPO_ROOT.parent / "shared" / "kafka-schemas"
 
 SCHEMAS_MISSING = "Kafka's JSON schemas are not beside the repository (../shared/kafka-schemas)"
 
@@ -59,9 +55,7 @@ def api_schemas() -> dict[int, ApiSchema]:
 
 @functools.cache
 def data_schemas() -> dict[str, MessageSpec]:
-    return {
-        suffix: message for module in load_data_modules(SCHEMA_DIR) for suffix, message in module.members
-    }
+    return {suffix: message for module in load_data_modules(SCHEMA_DIR) for suffix, message in module.members}
 
 
 def resolve_class(module: ModuleType, qualname: str) -> type:
@@ -115,7 +109,9 @@ class SampleBuilder:
                 # Times stay within a few decades: kio reads them as datetimes and timedeltas.
                 return rng.choice([0, 1, rng.randint(0, 2**41)])
             low, high = _INT_RANGES[t]
-            return rng.choice([low, high, -1 if low < 0 else 1, rng.randint(low, high), rng.randint(0, min(high, 1000))])
+            return rng.choice(
+                [low, high, -1 if low < 0 else 1, rng.randint(low, high), rng.randint(0, min(high, 1000))]
+            )
         if t == "float64":
             return rng.choice([0.5, -1e300, 3.25, rng.uniform(-1e6, 1e6)])
         if t == "bool":
@@ -143,4 +139,6 @@ def sample_data(module: ModuleType, suffix: str, version: int, seed: str = "samp
 
 def api_versions() -> list[tuple[int, int]]:
     """Every (api_key, version) the generated codec implements."""
-    return [(key, v) for key, spec in sorted(APIS.items()) for v in range(spec.min_version, spec.max_version + 1)]
+    return [
+        (key, v) for key, spec in sorted(APIS.items()) for v in range(spec.min_version, spec.max_version + 1)
+    ]

@@ -66,7 +66,9 @@ def test_truncated_request_headers() -> None:
         decode_request_header(header_bytes(produce.API_KEY, 8, 1, b"\x00\x09abc"))
 
 
-@pytest.mark.parametrize(("version", "client_id"), [(0, None), (8, "producer-1"), (9, "producer-1"), (11, None)])
+@pytest.mark.parametrize(
+    ("version", "client_id"), [(0, None), (8, "producer-1"), (9, "producer-1"), (11, None)]
+)
 def test_request_header_round_trip(version: int, client_id: str | None) -> None:
     header = RequestHeader(produce.API_KEY, version, 99, client_id)
     w = Writer()
@@ -118,7 +120,9 @@ class FileRange:
 def test_response_frame_size_counts_opaque_records() -> None:
     records = FileRange(1 << 20)
     partition = fetch.FetchResponse.PartitionData(partition_index=0, records=records)
-    response = fetch.FetchResponse(responses=[fetch.FetchResponse.FetchableTopicResponse("t", partitions=[partition])])
+    response = fetch.FetchResponse(
+        responses=[fetch.FetchResponse.FetchableTopicResponse("t", partitions=[partition])]
+    )
     chunks = encode_response_frame(fetch.API_KEY, 11, 5, response)
     assert chunks[1] is records
     buffers = [bytes(c) for c in chunks if c is not records]  # type: ignore[arg-type]

@@ -9,8 +9,8 @@ import uuid
 import pytest
 from codec_samples import SCHEMAS_MISSING, api_versions, sample, schemas_available
 
-from strom.protocol.messages import APIS, api_versions as api_versions_api
-from strom.protocol.messages import describe_topic_partitions, fetch, produce
+from strom.protocol.messages import APIS, describe_topic_partitions, fetch, produce
+from strom.protocol.messages import api_versions as api_versions_api
 from strom.protocol.primitives import DecodeError, EncodeError, UnsupportedVersionError, Writer
 
 needs_schemas = pytest.mark.skipif(not schemas_available(), reason=SCHEMAS_MISSING)
@@ -170,9 +170,7 @@ def test_nullable_struct_marker() -> None:
     empty = request_cls(topics=[], response_partition_limit=5, cursor=None)
     assert encoded(describe_topic_partitions.encode_request, empty, 0) == b"\x01\x00\x00\x00\x05\xff\x00"
     cursor = request_cls.Cursor(topic_name="t", partition_index=3)
-    with_cursor = encoded(
-        describe_topic_partitions.encode_request, request_cls([], 5, cursor), 0
-    )
+    with_cursor = encoded(describe_topic_partitions.encode_request, request_cls([], 5, cursor), 0)
     assert with_cursor == b"\x01\x00\x00\x00\x05\x01" + b"\x02t\x00\x00\x00\x03\x00" + b"\x00"
     decoded, _ = describe_topic_partitions.decode_request(memoryview(with_cursor), 0, 0)
     assert decoded.cursor == cursor
