@@ -49,6 +49,11 @@ from strom.cli.client import (
 from strom.cli.message_format import OUTPUT_FORMATS, format_message
 
 ISOLATION_LEVELS = ("read_uncommitted", "read_committed")
+JSON_FORMAT_HELP = (
+    "--format json prints one object per line with topic, partition, offset, timestamp (ms), timestamp_type, "
+    "key, value and headers ([name, value] pairs). Bytes that are not valid UTF-8 are base64-encoded under "
+    'key_b64 / value_b64 instead of key / value, and as {"b64": ...} for a header value.'
+)
 # The longest single wait inside the poll loop, so Ctrl-C and the idle deadline are noticed promptly.
 _POLL_SLICE_S = 0.5
 _MAX_BATCH = 500
@@ -65,11 +70,18 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register ``consume`` options."""
+    parser.epilog = JSON_FORMAT_HELP
     parser.add_argument("topic", metavar="TOPIC")
     parser.add_argument("-g", "--group", metavar="GROUP", help="consume as a member of this consumer group")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--from-beginning", action="store_true", help="start at the earliest message")
-    start.add_argument("--from-end", action="store_true", help="start after the latest message (default)")
+    start.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the earliest message (with --group: when the group has no committed offset)",
+    )
+    start.add_argument(
+        "--from-end", action="store_true", help="start after the latest message (default without --group)"
+    )
     start.add_argument("--offset", type=non_negative_int, metavar="N", help="start at offset N")
     start.add_argument(
         "--from-timestamp",

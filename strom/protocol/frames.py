@@ -16,7 +16,7 @@ from strom.protocol.headers import (
     encode_response_header,
 )
 from strom.protocol.messages import APIS, ApiSpec
-from strom.protocol.primitives import INT32, UnsupportedVersionError, Writer
+from strom.protocol.primitives import INT32, Chunk, UnsupportedVersionError, Writer
 
 _SIZE_PLACEHOLDER = bytes(4)
 
@@ -28,14 +28,14 @@ def _spec(api_key: int) -> ApiSpec:
     return spec
 
 
-def _finish(w: Writer) -> list[bytes | memoryview | object]:
+def _finish(w: Writer) -> list[Chunk]:
     INT32.pack_into(w.buf, 0, w.nbytes - INT32.size)
     return w.chunks()
 
 
 def encode_request_frame(
     api_key: int, version: int, correlation_id: int, client_id: str | None, msg: Any
-) -> list[bytes | memoryview | object]:
+) -> list[Chunk]:
     spec = _spec(api_key)
     w = Writer()
     w.buf += _SIZE_PLACEHOLDER
@@ -44,9 +44,7 @@ def encode_request_frame(
     return _finish(w)
 
 
-def encode_response_frame(
-    api_key: int, version: int, correlation_id: int, msg: Any
-) -> list[bytes | memoryview | object]:
+def encode_response_frame(api_key: int, version: int, correlation_id: int, msg: Any) -> list[Chunk]:
     spec = _spec(api_key)
     w = Writer()
     w.buf += _SIZE_PLACEHOLDER

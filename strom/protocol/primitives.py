@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import struct
 import uuid
-from typing import Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 __all__ = [
+    "Chunk",
     "DecodeError",
     "EncodeError",
     "OpaqueRecords",
@@ -47,6 +48,9 @@ class OpaqueRecords(Protocol):
 
 Records: TypeAlias = bytes | bytearray | memoryview | OpaqueRecords | None
 Buffer: TypeAlias = bytes | bytearray | memoryview
+# One piece of an encoded message: a buffer, or an opaque records object exactly as it was given to the
+# writer.  `Any` because the object's type is the caller's (e.g. the log's file ranges), not ours.
+Chunk: TypeAlias = Any
 
 # Bytes-like record sets at least this large become their own chunk instead of being copied.
 SPLICE_THRESHOLD = 64 * 1024
@@ -76,7 +80,7 @@ class Writer:
 
     def __init__(self) -> None:
         self.buf = bytearray()
-        self._splices: list[tuple[int, object]] = []
+        self._splices: list[tuple[int, Chunk]] = []
         self._spliced_size = 0
 
     @property
@@ -87,12 +91,12 @@ class Writer:
     def write(self, data: Buffer) -> None:
         self.buf += data
 
-    def splice(self, chunk: object, size: int) -> None:
+    def splice(self, chunk: Chunk, size: int) -> None:
         """Insert `chunk` (a buffer or an opaque records object of `size` bytes) at the current end."""
         self._splices.append((len(self.buf), chunk))
         self._spliced_size += size
 
-    def chunks(self) -> list[bytes | memoryview | object]:
+    def chunks(self) -> list[Chunk]:
         """The encoded message in order: slices of `buf` (no copies) and spliced chunks.
 
         Takes a view of `buf`, so nothing more may be written to this writer afterwards.
@@ -100,7 +104,7 @@ class Writer:
         view = memoryview(self.buf)
         if not self._splices:
             return [view]
-        out: list[bytes | memoryview | object] = []
+        out: list[Chunk] = []
         start = 0
         for offset, chunk in self._splices:
             if offset > start:

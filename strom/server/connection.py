@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 #: Bytes read per receive call while frames are small; big frames are received straight into their buffer.
 RECV_BUFFER_BYTES = 256 * 1024
+#: Frames up to this size that don't fit the receive buffer are received into one buffer the connection
+#: keeps and reuses; bigger ones get a buffer of their own, freed after use.
+REUSED_FRAME_BYTES = 4 * 1024 * 1024
 #: Encoded responses queued beyond this make the reader pause until the writer catches up.
 MAX_QUEUED_RESPONSE_BYTES = 16 * 1024 * 1024
 #: sendmsg accepts at most IOV_MAX buffers per call.
@@ -39,7 +42,7 @@ class FileChunk(Protocol):
 
 
 Chunk = bytes | bytearray | memoryview | FileChunk
-FrameHandler = Callable[["Connection", bytearray], Awaitable[Sequence[Chunk] | None]]
+FrameHandler = Callable[["Connection", memoryview], Awaitable[Sequence[Chunk] | None]]
 
 
 class ConnectionClosed(Exception):
@@ -101,8 +104,12 @@ class Connection:
 
     # ------------------------------------------------------------------ reading
     async def _read_loop(self) -> None:
+        """Frames are handed over as views, not copies: a small frame is a view into the receive buffer, a
+        big one a view into a buffer this connection reuses. That is safe because the next receive waits
+        until the handler is done with the frame (requests are handled one at a time)."""
         buf = bytearray(RECV_BUFFER_BYTES)
         view = memoryview(buf)
+        large = bytearray()
         start = end = 0
         recv_into = self._loop.sock_recv_into
         while True:
@@ -123,12 +130,17 @@ class Connection:
                 )
             available = end - start - 4
             if available >= size:
-                frame = bytearray(view[start + 4 : start + 4 + size])
+                frame = view[start + 4 : start + 4 + size]
                 start += 4 + size
             else:
-                frame = bytearray(size)
+                if size > REUSED_FRAME_BYTES:
+                    frame = memoryview(bytearray(size))
+                else:
+                    if len(large) < size:
+                        large = bytearray(max(size, 2 * len(large)))
+                    frame = memoryview(large)[:size]
                 frame[:available] = view[start + 4 : end]
-                await self._recv_exactly(memoryview(frame)[available:])
+                await self._recv_exactly(frame[available:])
                 start = end = 0
             if self._queued_bytes > MAX_QUEUED_RESPONSE_BYTES:
                 self._drained.clear()

@@ -45,8 +45,7 @@ class Dispatcher:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
 
-    async def handle_frame(self, conn: Connection, frame: bytearray) -> Sequence[Chunk] | None:
-        view = memoryview(frame)
+    async def handle_frame(self, conn: Connection, view: memoryview) -> Sequence[Chunk] | None:
         try:
             header, body_pos = decode_request_header(view)
         except DecodeError as exc:

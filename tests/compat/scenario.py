@@ -311,9 +311,7 @@ def produce_with_confluent(
     return deliveries
 
 
-def read_with_confluent(
-    bootstrap: str, topic: str, *, partitions: Iterable[int] = range(PARTITION_COUNT)
-) -> list[Record]:
+def read_with_confluent(bootstrap: str, topic: str) -> list[Record]:
     """Read every partition from its low to its high watermark without joining a group.
 
     confluent-kafka insists on a group.id, but with explicit assigned offsets and no commits the consumer
@@ -332,7 +330,7 @@ def read_with_confluent(
             partition: consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=CLIENT_TIMEOUT_S, cached=False
             )
-            for partition in partitions
+            for partition in range(PARTITION_COUNT)
         }
         consumer.assign([TopicPartition(topic, partition, low) for partition, (low, _) in watermarks.items()])
         progress = ReadProgress(
@@ -340,27 +338,29 @@ def read_with_confluent(
             start_offsets={partition: low for partition, (low, _) in watermarks.items()},
         )
         while progress.keep_reading():
-            progress.add(record_from_confluent(message) for message in consumer.consume(1000, timeout=1.0))
+            progress.add(_record_from_confluent(message) for message in consumer.consume(1000, timeout=1.0))
         return progress.records
     finally:
         consumer.close()
 
 
-def record_from_confluent(message: ConfluentMessage) -> Record:
+def _record_from_confluent(message: ConfluentMessage) -> Record:
     error = message.error()
     assert error is None, f"consumer error: {error}"
     partition, offset = message.partition(), message.offset()
     assert partition is not None and offset is not None
-    headers = message.headers() or []
-    assert isinstance(headers, list)
-    for name, value in headers:
+    raw_headers = message.headers() or []
+    assert isinstance(raw_headers, list)
+    headers: list[Header] = []
+    for name, value in raw_headers:
         assert isinstance(value, bytes), f"header {name} came back as {value!r}"
+        headers.append((name, value))
     return Record(
         partition=partition,
         offset=offset,
         key=message.key(),
         value=message.value(),
-        headers=tuple((name, value) for name, value in headers if isinstance(value, bytes)),
+        headers=tuple(headers),
         timestamp_ms=message.timestamp()[1],
     )
 

@@ -22,6 +22,8 @@ COMMAND_TIMEOUT_S = 120
 # How long consume waits for more messages; only tests that expect nothing more wait it out in full.
 IDLE_S = "2"
 OLD_TIMESTAMP_MS = 1_700_000_000_000
+# Records this old are past the default retention.ms, so their topics must keep records forever.
+KEEP_FOREVER = ("--config", "retention.ms=-1")
 NEW_TIMESTAMP_MS = OLD_TIMESTAMP_MS + 100_000
 BETWEEN_MS = OLD_TIMESTAMP_MS + 50_000
 
@@ -381,7 +383,7 @@ def test_produce_and_consume_one_partition_from_an_offset(
 def test_consume_from_timestamp(
     strom: Callable[..., subprocess.CompletedProcess[bytes]], strom_broker: StromProcess, unique_topic: str
 ) -> None:
-    succeeded(strom("topics", "create", unique_topic, "--partitions", "1"))
+    succeeded(strom("topics", "create", unique_topic, "--partitions", "1", *KEEP_FOREVER))
     produce_at(
         strom_broker.bootstrap,
         unique_topic,
@@ -411,7 +413,7 @@ def test_consume_from_timestamp(
 def test_binary_and_null_payloads_in_json(
     strom: Callable[..., subprocess.CompletedProcess[bytes]], strom_broker: StromProcess, unique_topic: str
 ) -> None:
-    succeeded(strom("topics", "create", unique_topic, "--partitions", "1"))
+    succeeded(strom("topics", "create", unique_topic, "--partitions", "1", *KEEP_FOREVER))
     binary = b"\x00\xff\xfe\x80"
     produce_at(
         strom_broker.bootstrap,
@@ -429,6 +431,7 @@ def test_binary_and_null_payloads_in_json(
     assert (documents[1]["key"], documents[1]["value"]) == ("gone", None)
 
 
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="consumer groups: issue 3")
 def test_group_resumes_after_what_it_printed(
     strom: Callable[..., subprocess.CompletedProcess[bytes]], unique_topic: str
 ) -> None:
@@ -476,7 +479,9 @@ def test_consumer_output_survives_a_pipe(
     consumer = subprocess.Popen(
         [sys.executable, "-m", "strom.cli.main", *command], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
     )
-    counter = subprocess.run(["wc", "-l"], stdin=consumer.stdout, capture_output=True, check=True)
+    assert consumer.stdout is not None
+    with consumer.stdout:
+        counter = subprocess.run(["wc", "-l"], stdin=consumer.stdout, capture_output=True, check=True)
     assert consumer.wait(timeout=COMMAND_TIMEOUT_S) == 0
     assert int(counter.stdout) == count
 

@@ -1,4 +1,8 @@
-"""`python -m tools.codegen [--schemas PATH] [--out PATH] [--check]`, run from the repository root."""
+"""Regenerate strom/protocol/messages from Kafka's JSON message schemas (run from the repository root).
+
+The schemas default to ../shared/kafka-schemas beside the repository; `--check` changes nothing and
+exits 1 when the committed output differs from what the schemas produce.
+"""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ INDENT = "    "
 MAX_LINE = 110  # the project's line length; longer generated lines are wrapped
 
 # `struct` format characters spelled as identifier-safe letters, for names like `_unpack_hiq`.
-_FORMAT_LETTERS = {"b": "b", "h": "h", "i": "i", "q": "q", "H": "H", "I": "I", "d": "d", "?": "o", "x": "x"}
+_FORMAT_LETTERS = {"b": "b", "h": "h", "i": "i", "q": "q", "H": "H", "I": "I", "d": "d", "?": "o"}
 
 
 def bytes_literal(data: bytes) -> str:
@@ -105,7 +105,16 @@ class Code:
 
     @contextmanager
     def block(self, header: str) -> Iterator[None]:
-        self.line(header)
+        indent = INDENT * self.level
+        if header.startswith(("if ", "elif ")) and " or " in header and len(indent + header) > MAX_LINE:
+            keyword, _, condition = header[:-1].partition(" ")
+            operands = _split_top_level(condition, " or ")
+            self.lines.append(f"{indent}{keyword} (")
+            self.lines.append(f"{indent}{INDENT}{operands[0]}")
+            self.lines.extend(f"{indent}{INDENT}or {operand}" for operand in operands[1:])
+            self.lines.append(f"{indent}):")
+        else:
+            self.line(header)
         self.level += 1
         try:
             yield
@@ -154,36 +163,38 @@ class LocalNames:
         self._declared.add(name)
 
 
-def _brackets(text: str) -> Iterator[tuple[int, str]]:
-    """(index, char) of every bracket outside string literals."""
+def _code_positions(text: str) -> Iterator[int]:
+    """Indices of the characters of `text` that are outside string literals."""
     quote = ""
-    i = 0
-    while i < len(text):
-        c = text[i]
+    escaped = False
+    for i, c in enumerate(text):
         if quote:
-            if c == "\\":
-                i += 1
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
             elif c == quote:
                 quote = ""
         elif c in "\"'":
             quote = c
-        elif c in "()[]{},":
-            yield i, c
-        i += 1
+        else:
+            yield i
 
 
-def _split_arguments(text: str) -> list[str]:
+def _split_top_level(text: str, separator: str) -> list[str]:
+    """`text` split at `separator`, but not inside brackets or string literals."""
     parts: list[str] = []
     depth = 0
     start = 0
-    for i, c in _brackets(text):
+    for i in _code_positions(text):
+        c = text[i]
         if c in "([{":
             depth += 1
         elif c in ")]}":
             depth -= 1
-        elif depth == 0:
+        elif depth == 0 and i >= start and text.startswith(separator, i):
             parts.append(text[start:i].strip())
-            start = i + 1
+            start = i + len(separator)
     tail = text[start:].strip()
     if tail:
         parts.append(tail)
@@ -195,10 +206,10 @@ def _final_call_opening(text: str) -> int | None:
     if not text.endswith(")"):
         return None
     stack: list[int] = []
-    for i, c in _brackets(text):
-        if c in "([{":
+    for i in _code_positions(text):
+        if text[i] in "([{":
             stack.append(i)
-        elif c in ")]}" and stack:
+        elif text[i] in ")]}" and stack:
             opened = stack.pop()
             if i == len(text) - 1:
                 return opened
@@ -226,7 +237,7 @@ def wrap_line(indent: str, text: str, width: int = MAX_LINE) -> list[str]:
             return [indent + text]  # nothing sensible to split
         return [f"{indent}{target} = (", *wrap_line(inner_indent, value), f"{indent})"]
     head, inner = text[: opened + 1], text[opened + 1 : -1]
-    arguments = _split_arguments(inner)
+    arguments = _split_top_level(inner, ",")
     if len(inner_indent) + len(inner) <= MAX_LINE or len(arguments) <= 1:
         body = wrap_line(inner_indent, inner)
     else:

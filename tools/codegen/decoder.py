@@ -86,18 +86,11 @@ class DecoderEmitter:
     def struct_body(self, spec: StructSpec, depth: int) -> str:
         """Emit the decoding of one struct's fields; return the expression that constructs it."""
         values: dict[str, str] = {}
-        regular = spec.regular_fields(self.version)
-        i = 0
-        while i < len(regular):
-            if regular[i].is_fixed:
-                j = i
-                while j < len(regular) and regular[j].is_fixed:
-                    j += 1
-                self.fixed_run(regular[i:j], depth, values)
-                i = j
+        for group in spec.wire_groups(self.version):
+            if group[0].is_fixed:
+                self.fixed_run(group, depth, values)
             else:
-                values[regular[i].attr] = self.field(regular[i], depth)
-                i += 1
+                values[group[0].attr] = self.field(group[0], depth)
         if self.flexible:
             self.tagged_section(spec, depth, values)
         elif spec.tagged_fields(self.version):

@@ -54,19 +54,12 @@ class EncoderEmitter:
     def struct_body(self, spec: StructSpec, obj: str, depth: int) -> None:
         """Emit the encoding of the struct held in local `obj`."""
         self.check_absent_fields(spec, obj)
-        regular = spec.regular_fields(self.version)
-        i = 0
-        while i < len(regular):
-            if regular[i].is_fixed:
-                j = i
-                while j < len(regular) and regular[j].is_fixed:
-                    j += 1
-                self.fixed_run(regular[i:j], obj)
-                i = j
+        for group in spec.wire_groups(self.version):
+            f = group[0]
+            if f.is_fixed:
+                self.fixed_run(group, obj)
             else:
-                f = regular[i]
                 self.value(f, f"{obj}.{f.attr}", f.nullable_in(self.version), depth)
-                i += 1
         if self.flexible:
             self.tagged_section(spec, obj, depth)
         elif spec.tagged_fields(self.version):

@@ -209,6 +209,17 @@ class StructSpec:
     def absent_fields(self, version: int) -> list[FieldSpec]:
         return [f for f in self.fields if not f.present(version)]
 
+    def wire_groups(self, version: int) -> list[list[FieldSpec]]:
+        """The regular fields of `version` in wire order, adjacent fixed-width ones grouped together
+        (so one `struct` call can handle each group); other fields come alone."""
+        groups: list[list[FieldSpec]] = []
+        for f in self.regular_fields(version):
+            if f.is_fixed and groups and groups[-1][-1].is_fixed:
+                groups[-1].append(f)
+            else:
+                groups.append([f])
+        return groups
+
 
 @dataclass(slots=True)
 class MessageSpec:

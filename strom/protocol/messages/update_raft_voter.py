@@ -261,10 +261,20 @@ def _encode_response_v0(msg: UpdateRaftVoterResponse, w: Writer) -> None:
     out = w.buf
     out += _pack_ih(msg.throttle_time_ms, msg.error_code)
     _nt0: int = 0
-    if msg.current_leader.leader_id != -1 or msg.current_leader.leader_epoch != -1 or msg.current_leader.host != "" or msg.current_leader.port != 0:
+    if (
+        msg.current_leader.leader_id != -1
+        or msg.current_leader.leader_epoch != -1
+        or msg.current_leader.host != ""
+        or msg.current_leader.port != 0
+    ):
         _nt0 += 1
     out.append(_nt0)
-    if msg.current_leader.leader_id != -1 or msg.current_leader.leader_epoch != -1 or msg.current_leader.host != "" or msg.current_leader.port != 0:
+    if (
+        msg.current_leader.leader_id != -1
+        or msg.current_leader.leader_epoch != -1
+        or msg.current_leader.host != ""
+        or msg.current_leader.port != 0
+    ):
         _tagged0: bytearray = bytearray()
         _obj1: UpdateRaftVoterResponse.CurrentLeader = msg.current_leader
         _tagged0 += _pack_ii(_obj1.leader_id, _obj1.leader_epoch)

@@ -38,6 +38,15 @@ def main() -> int:
         time.sleep(60)
         return 0
 
+    stopping = False
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = mode != "stubborn"
+
+    # Installed before announcing, as a real broker does, so an early SIGTERM is handled too.
+    signal.signal(signal.SIGTERM, on_sigterm)
+
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -53,13 +62,6 @@ def main() -> int:
         print(f"Strom 0.1.0 listening on {args.host}:{port}, data in {args.data_dir.resolve()}", flush=True)
     print("a later stdout line", flush=True)
 
-    stopping = False
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = mode != "stubborn"
-
-    signal.signal(signal.SIGTERM, on_sigterm)
     while not stopping:
         time.sleep(0.02)
     print("stopped cleanly", file=sys.stderr, flush=True)
