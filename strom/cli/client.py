@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
 
+from strom.cli.errors import CliError
+
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 BOOTSTRAP_ENV = "STROM_BOOTSTRAP"
 DEFAULT_TIMEOUT_S = 10.0
@@ -29,14 +31,6 @@ _CLIENT_LOGGER_NAME = "strom.cli.kafka_client"
 
 ClientT = TypeVar("ClientT")
 ResultT = TypeVar("ResultT")
-
-
-class CliError(Exception):
-    """A failure the user can act on; ``main`` prints it as one ``error:`` line instead of a traceback."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from strom import __version__
-from strom.cli.client import CliError
+from strom.cli.errors import CliError
 
 # Sub-command name -> (module, one-line help); a module is imported only when its command runs.
 COMMANDS = {

@@ -1,8 +1,8 @@
 """`strom serve`: run a single-node broker in the foreground.
 
-Configuration comes from an optional Kafka `server.properties` file, then `-o key=value` overrides, then the
-flags, each overriding the one before, all with Kafka's names. Prints where it listens and where the data lives
-on its first line, and stops cleanly (flushing every log) on SIGINT or SIGTERM.
+Configuration comes from an optional Kafka `server.properties` file, then `-o key=value` overrides, then
+the flags, each overriding the one before, all with Kafka's names. Prints where it listens and where the data
+lives on its first line, and stops cleanly (flushing every log) on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,7 +30,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help=f"log directory (log.dirs; default {DEFAULT_DATA_DIR})")
     parser.add_argument("--node-id", type=int, help="node.id (default 1)")
     parser.add_argument(
-        "-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="any broker config, by Kafka name"
+        "-o",
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any broker config, by Kafka name",
     )
     parser.add_argument("--log-level", default="WARNING", help="Python logging level (default WARNING)")
 
@@ -39,7 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from strom.metadata.configs import ConfigError
     from strom.metadata.properties import BrokerConfig, load_properties
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         props = load_properties(args.config) if args.config else {}
         for item in args.override:

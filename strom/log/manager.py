@@ -32,13 +32,27 @@ class LogDirectoryLockedError(RuntimeError):
     pass
 
 
+#: Kafka's log.retention.check.interval.ms default, and the delay before the first retention pass.
+RETENTION_CHECK_INTERVAL_MS = 300_000
+INITIAL_TASK_DELAY_MS = 30_000
+
+
 class LogManager:
     def __init__(
-        self, log_dir: Path, *, default_config: LogConfig, clock: Callable[[], float] = time.time
+        self,
+        log_dir: Path,
+        *,
+        default_config: LogConfig,
+        clock: Callable[[], float] = time.time,
+        retention_check_interval_ms: int = RETENTION_CHECK_INTERVAL_MS,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.default_config = default_config
         self._clock = clock
+        self.retention_check_interval_ms = retention_check_interval_ms
+        self._next_retention_ms = int(clock() * 1000) + min(
+            INITIAL_TASK_DELAY_MS, retention_check_interval_ms
+        )
         self._logs: dict[TopicPartition, PartitionLog] = {}
         self._lock_fd: int | None = None
         self._checkpointed: tuple[dict[TopicPartition, int], dict[TopicPartition, int]] | None = None
@@ -116,12 +130,17 @@ class LogManager:
         return list(self._logs.values())
 
     def tick(self, now_ms: int) -> None:
-        """Periodic housekeeping: segment.ms rolls, retention, flush.ms and rolled-segment flushes, delayed
-        file deletion, then checkpoints. One failing log does not stop the others."""
+        """Periodic housekeeping: segment.ms rolls, retention (every log.retention.check.interval.ms, as in
+        Kafka), flush.ms and rolled-segment flushes, delayed file deletion, then checkpoints. One failing log
+        does not stop the others."""
+        check_retention = now_ms >= self._next_retention_ms
+        if check_retention:
+            self._next_retention_ms = now_ms + self.retention_check_interval_ms
         for log in list(self._logs.values()):
             try:
                 log.maybe_roll(now_ms)
-                log.enforce_retention(now_ms)
+                if check_retention:
+                    log.enforce_retention(now_ms)
                 log.maybe_flush(now_ms)
                 log.delete_expired_files(now_ms)
             except OSError:

@@ -48,7 +48,11 @@ class Broker:
             self.image.apply(offset, record)
         self.controller = Controller(self.image, self.metadata_log, config, self.node_id)
         self.controller.register_broker(self.node_id, advertised_host, advertised_port, config.rack)
-        self.logs = LogManager(self.log_dir, default_config=self._topic_log_config(None))
+        self.logs = LogManager(
+            self.log_dir,
+            default_config=self._topic_log_config(None),
+            retention_check_interval_ms=config.get_int("log.retention.check.interval.ms"),
+        )
         self.logs.load({name: self._topic_log_config(name) for name in self.image.topic_names()})
         self._waiters = AppendWaiters()
         self._image_version = -1
@@ -118,7 +122,7 @@ class Broker:
         return image.partitions[partition].leader_epoch
 
     def leader_log(self, topic: str, partition: int, current_leader_epoch: int = -1) -> PartitionLog:
-        """The log of a partition this broker leads, checking the client's idea of the leader epoch (KIP-320)."""
+        """The log of a partition this broker leads, checking the client's leader epoch (KIP-320)."""
         image = self.image.topic(topic)
         state = image.partitions.get(partition) if image is not None else None
         if state is None:

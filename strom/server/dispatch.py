@@ -76,6 +76,7 @@ class Dispatcher:
             log.exception("%s v%d from %s failed", handler.name, version, conn.peer)
             raise ConnectionClosed(f"{handler.name} failed") from None
 
+
 def _unsupported_api_versions_response(correlation_id: int) -> Sequence[Chunk]:
     response = api_versions.ApiVersionsResponse(
         error_code=ErrorCode.UNSUPPORTED_VERSION, api_keys=supported_api_versions()

@@ -30,10 +30,16 @@ async def handle(ctx: RequestContext, request: schema.CreatePartitionsRequest) -
     for topic in request.topics:
         if counts[topic.name] > 1:
             results.append(
-                TopicResult(name=topic.name, error_code=ErrorCode.INVALID_REQUEST, error_message="Duplicate topic in request.")
+                TopicResult(
+                    name=topic.name,
+                    error_code=ErrorCode.INVALID_REQUEST,
+                    error_message="Duplicate topic in request.",
+                )
             )
             continue
         assignments = None if topic.assignments is None else [list(a.broker_ids) for a in topic.assignments]
-        r = controller.create_partitions(topic.name, topic.count, assignments, validate_only=request.validate_only)
+        r = controller.create_partitions(
+            topic.name, topic.count, assignments, validate_only=request.validate_only
+        )
         results.append(TopicResult(name=r.name, error_code=r.error_code, error_message=r.error_message))
     return Response(results=results)

@@ -40,7 +40,11 @@ async def handle(ctx: RequestContext, request: schema.DeleteTopicsRequest) -> Re
         if code == ErrorCode.TOPIC_DELETION_DISABLED and version < 3:
             code = ErrorCode.INVALID_REQUEST  # older clients don't know the dedicated code
         responses.append(
-            TopicResult(name=r.name if r.name is not None else "" if version < 6 else None,
-                        topic_id=r.topic_id, error_code=code, error_message=r.error_message)
+            TopicResult(
+                name=r.name if r.name is not None else "" if version < 6 else None,
+                topic_id=r.topic_id,
+                error_code=code,
+                error_message=r.error_message,
+            )
         )
     return Response(responses=responses)

@@ -24,7 +24,9 @@ OPERATIONS_NOT_REQUESTED = -(2**31)
 ENDPOINT_BROKERS, ENDPOINT_CONTROLLERS = 1, 2
 
 
-async def handle(ctx: RequestContext, request: schema.DescribeClusterRequest) -> schema.DescribeClusterResponse:
+async def handle(
+    ctx: RequestContext, request: schema.DescribeClusterRequest
+) -> schema.DescribeClusterResponse:
     broker = ctx.broker
     if request.endpoint_type not in (ENDPOINT_BROKERS, ENDPOINT_CONTROLLERS):
         return schema.DescribeClusterResponse(
@@ -45,6 +47,8 @@ async def handle(ctx: RequestContext, request: schema.DescribeClusterRequest) ->
             for b in broker.live_brokers()
         ],
         cluster_authorized_operations=(
-            ALL_CLUSTER_OPERATIONS if request.include_cluster_authorized_operations else OPERATIONS_NOT_REQUESTED
+            ALL_CLUSTER_OPERATIONS
+            if request.include_cluster_authorized_operations
+            else OPERATIONS_NOT_REQUESTED
         ),
     )

@@ -31,7 +31,9 @@ async def handle(ctx: RequestContext, request: schema.DescribeConfigsRequest) ->
     version = ctx.api_version
     results = []
     for resource in request.resources:
-        r = controller.describe_configs(resource.resource_type, resource.resource_name, resource.configuration_keys)
+        r = controller.describe_configs(
+            resource.resource_type, resource.resource_name, resource.configuration_keys
+        )
         results.append(
             Result(
                 error_code=r.error_code,
@@ -55,7 +57,9 @@ def _entry(entry: ConfigEntry, version: int, request: schema.DescribeConfigsRequ
         is_default=entry.is_default if version == 0 else False,
         config_source=source,
         is_sensitive=entry.is_sensitive,
-        synonyms=[Synonym(name=n, value=v, source=s) for n, v, s in entry.synonyms] if request.include_synonyms else [],
+        synonyms=[Synonym(name=n, value=v, source=s) for n, v, s in entry.synonyms]
+        if request.include_synonyms
+        else [],
         config_type=entry.config_type,
         documentation=entry.documentation if request.include_documentation else None,
     )

@@ -23,7 +23,9 @@ Result = schema.IncrementalAlterConfigsResponse.AlterConfigsResourceResponse
 async def handle(ctx: RequestContext, request: schema.IncrementalAlterConfigsRequest) -> Response:
     resources = [
         IncrementalAlterConfigsResource(
-            r.resource_type, r.resource_name, [ConfigOp(c.name, c.config_operation, c.value) for c in r.configs]
+            r.resource_type,
+            r.resource_name,
+            [ConfigOp(c.name, c.config_operation, c.value) for c in r.configs],
         )
         for r in request.resources
     ]

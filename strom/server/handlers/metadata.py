@@ -51,7 +51,9 @@ async def handle(ctx: RequestContext, request: schema.MetadataRequest) -> Respon
     version = ctx.api_version
     all_topics = request.topics is None or (version == 0 and not request.topics)
     allow_create = (version < 4 or request.allow_auto_topic_creation) and broker.auto_create_topics
-    operations = ALL_TOPIC_OPERATIONS if request.include_topic_authorized_operations else OPERATIONS_NOT_REQUESTED
+    operations = (
+        ALL_TOPIC_OPERATIONS if request.include_topic_authorized_operations else OPERATIONS_NOT_REQUESTED
+    )
     if version < 12 and any(t.name is None or t.topic_id != NO_TOPIC_ID for t in request.topics or ()):
         # Asking by topic id needs v12; Kafka rejects the whole request (its error response has no brokers).
         return Response(
@@ -70,7 +72,8 @@ async def handle(ctx: RequestContext, request: schema.MetadataRequest) -> Respon
             topics.append(_requested_topic(broker, wanted, allow_create, operations))
     return Response(
         brokers=[
-            BrokerResponse(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack) for b in broker.live_brokers()
+            BrokerResponse(node_id=b.node_id, host=b.host, port=b.port, rack=b.rack)
+            for b in broker.live_brokers()
         ],
         cluster_id=broker.cluster_id,
         controller_id=broker.controller_id,
@@ -87,12 +90,16 @@ def _requested_topic(
         name = broker.topic_name(wanted.topic_id)
         if name is None:
             return TopicResponse(
-                error_code=ErrorCode.UNKNOWN_TOPIC_ID, name=None, topic_id=wanted.topic_id,
+                error_code=ErrorCode.UNKNOWN_TOPIC_ID,
+                name=None,
+                topic_id=wanted.topic_id,
                 topic_authorized_operations=operations,
             )
     if broker.image.topic(name) is None:
         if not allow_create:
-            return TopicResponse(error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=name, topic_id=NO_TOPIC_ID)
+            return TopicResponse(
+                error_code=ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, name=name, topic_id=NO_TOPIC_ID
+            )
         try:
             broker.auto_create_topic(name)
         except KafkaError as exc:

@@ -9,9 +9,9 @@ Versions served: 3-11 (message format v2 only, as Kafka 4 does).
 - v9: flexible versions.
 - v10-v11: current leader and node endpoints tagged fields (KIP-951).
 
-Batches stay opaque: the log checks each batch header and CRC and writes offsets in place; records are never
-decoded here. With acks=0 nothing is sent back; if such a produce fails, the connection is closed, as Kafka does,
-so the client notices.
+Batches stay opaque: the log checks each batch header and CRC and writes offsets in place; records are
+never decoded here. With acks=0 nothing is sent back; if such a produce fails, the connection is closed, as
+Kafka does, so the client notices.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ async def handle(ctx: RequestContext, request: schema.ProduceRequest) -> Respons
             try:
                 if acks not in (0, 1, -1):
                     raise KafkaError(ErrorCode.INVALID_REQUIRED_ACKS)
-                if data.records is None or not len(data.records):
+                if not isinstance(data.records, memoryview) or not len(data.records):
                     raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "the partition's record set is empty")
                 appended = broker.append(topic.name, data.index, data.records, acks=acks)
             except KafkaError as exc:

@@ -22,8 +22,15 @@ def config() -> LogConfig:
     return LogConfig(segment_bytes=10 * BATCH_SIZE, file_delete_delay_ms=0)
 
 
-def _manager(path: Path, config: LogConfig, clock: FakeClock | None = None) -> LogManager:
-    manager = LogManager(path, default_config=config, clock=clock or FakeClock())
+def _manager(
+    path: Path, config: LogConfig, clock: FakeClock | None = None, *, retention_check_interval_ms: int = 1
+) -> LogManager:
+    manager = LogManager(
+        path,
+        default_config=config,
+        clock=clock or FakeClock(),
+        retention_check_interval_ms=retention_check_interval_ms,
+    )
     manager.load()
     return manager
 
@@ -157,6 +164,21 @@ def test_tick_applies_retention_and_segment_ms(tmp_path: Path, config: LogConfig
     assert (log.log_start_offset, log.size_bytes()) == (75, 0)
     assert kept.log_start_offset == 0
     assert read_checkpoint(tmp_path / LOG_START_OFFSET_CHECKPOINT)[("events", 0)] == 75
+    manager.close()
+
+
+def test_retention_runs_every_retention_check_interval(tmp_path: Path) -> None:
+    """Like Kafka's log.retention.check.interval.ms: expired segments wait for the next retention pass."""
+    clock = FakeClock()
+    manager = _manager(tmp_path, LogConfig(), clock, retention_check_interval_ms=60_000)
+    expiring = LogConfig(segment_bytes=10 * BATCH_SIZE, retention_ms=1000, file_delete_delay_ms=0)
+    log = manager.create("events", 0, expiring)
+    for _ in range(25):
+        log.append(memoryview(make_batch(timestamp=BASE_TIMESTAMP)))
+    manager.tick(BASE_TIMESTAMP + 29_999)  # expired, but the first pass comes 30 s after start
+    assert log.log_start_offset == 0
+    manager.tick(BASE_TIMESTAMP + 30_000)
+    assert log.log_start_offset > 0
     manager.close()
 
 
