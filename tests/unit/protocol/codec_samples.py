@@ -1,38 +1,27 @@
-"""Deterministic sample messages for the codec tests, built from the schema model the generator uses.
+"""What the codec tests share: awkward deterministic values, our codec's entry points, a field-by-field diff.
 
-Values are pseudo-random per (message, version) and deliberately awkward: non-default numbers at the
-edges of their ranges, non-ASCII and >127-byte strings (multi-byte varint lengths), nulls where a
-version allows them, non-empty arrays and nested structs, and tagged fields set.  Fields a version
-lacks keep their defaults.  Needs Kafka's JSON schemas (the folder beside the repository).
+The sample messages themselves are built from the entity classes of two independent Kafka codecs that
+carry their own copy of Kafka's schemas, kio (`kio_samples`) and kafka-python (`kafka_python_samples`),
+so that no codec test needs the JSON schema folder beside the repository.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
+import sys
+import types
+import typing
 import uuid
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import APIS
-from tools.codegen.schema import (
-    NO_DEFAULT,
-    ApiSchema,
-    FieldSpec,
-    MessageSpec,
-    StructSpec,
-    load_apis,
-    load_data_modules,
-)
+from strom.protocol.primitives import Writer
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-SCHEMA_DIR = REPO_ROOT.parent / "shared" / "kafka-schemas"
+SIDES = ("request", "response")
 
-SCHEMAS_MISSING = "Kafka's JSON schemas are not beside the repository (../shared/kafka-schemas)"
-
-_INT_RANGES = {
+INT_RANGES = {
     "int8": (-(2**7), 2**7 - 1),
     "int16": (-(2**15), 2**15 - 1),
     "int32": (-(2**31), 2**31 - 1),
@@ -40,105 +29,106 @@ _INT_RANGES = {
     "uint16": (0, 2**16 - 1),
     "uint32": (0, 2**32 - 1),
 }
-_STRINGS = ["topic-1", "héllo wörld", "日本語のトピック", "emoji 🎉", "x" * 130, "", "a"]
-_ERROR_CODES = sorted(code.value for code in ErrorCode)
+# Non-ASCII text, the empty string, and one longer than 127 bytes (a two-byte compact length).
+STRINGS = ("topic-1", "héllo wörld", "日本語のトピック", "emoji 🎉", "x" * 130, "", "a")
+BLOB_SIZES = (0, 3, 17, 200)
 
 
-def schemas_available() -> bool:
-    return SCHEMA_DIR.is_dir()
+class Values:
+    """Pseudo-random values that sit where codecs go wrong: range edges, multi-byte lengths, non-ASCII.
+
+    Seeded by a string, so a failing case reproduces exactly.
+    """
+
+    def __init__(self, seed: str) -> None:
+        self.rng = random.Random(seed)
+
+    def chance(self, probability: float) -> bool:
+        return self.rng.random() < probability
+
+    def pick(self, options: typing.Sequence[Any]) -> Any:
+        return self.rng.choice(options)
+
+    def count(self, depth: int) -> int:
+        """An array length: never empty (empty arrays hide element codecs), one element when deep."""
+        return 1 if depth >= 3 else self.rng.choice((1, 2, 3))
+
+    def integer(self, kafka_type: str) -> int:
+        low, high = INT_RANGES[kafka_type]
+        return self.rng.choice(
+            (low, high, -1 if low < 0 else 1, self.rng.randint(low, high), self.rng.randint(0, min(high, 1000)))
+        )
+
+    def primitive(self, kafka_type: str) -> Any:
+        """A value of one of Kafka's primitive schema types."""
+        if kafka_type in INT_RANGES:
+            return self.integer(kafka_type)
+        if kafka_type == "float64":
+            return self.rng.choice((0.5, -1e300, 3.25, self.rng.uniform(-1e6, 1e6)))
+        if kafka_type == "bool":
+            return self.chance(0.5)
+        if kafka_type == "string":
+            return self.rng.choice(STRINGS)
+        if kafka_type == "uuid":
+            return uuid.UUID(int=self.rng.getrandbits(128) | 1)  # never the zero UUID, which means "none"
+        if kafka_type in ("bytes", "records"):
+            return self.rng.randbytes(self.rng.choice(BLOB_SIZES))
+        raise AssertionError(f"no sample for Kafka type {kafka_type!r}")
 
 
-@functools.cache
-def api_schemas() -> dict[int, ApiSchema]:
-    return {api.api_key: api for api in load_apis(SCHEMA_DIR)}
-
-
-@functools.cache
-def data_schemas() -> dict[str, MessageSpec]:
-    return {suffix: message for module in load_data_modules(SCHEMA_DIR) for suffix, message in module.members}
-
-
-def resolve_class(module: ModuleType, qualname: str) -> type:
-    target: Any = module
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    return target  # type: ignore[no-any-return]
-
-
-class SampleBuilder:
-    """Builds one message instance of one version."""
-
-    def __init__(self, module: ModuleType, message: MessageSpec, version: int, seed: str) -> None:
-        self.module = module
-        self.message = message
-        self.version = version
-        self.flexible = message.is_flexible(version)
-        self.rng = random.Random(f"{seed}:{message.name}:v{version}")
-
-    def build(self) -> Any:
-        return self.struct(self.message.root, depth=0)
-
-    def struct(self, spec: StructSpec, depth: int) -> Any:
-        cls = resolve_class(self.module, spec.qualname)
-        values: dict[str, Any] = {}
-        for f in spec.fields:
-            if not f.present(self.version):
-                continue
-            if f.tagged_in(self.version) and self.rng.random() < 0.25:
-                continue  # leave some tagged fields at their default (not written at all)
-            values[f.attr] = self.field(f, depth)
-        return cls(**values)
-
-    def field(self, f: FieldSpec, depth: int) -> Any:
-        if f.nullable_in(self.version) and self.rng.random() < 0.25:
-            return None
-        if f.is_array:
-            count = 1 if depth >= 3 else self.rng.choice([0, 1, 2, 3, 3])
-            return [self.value(f, depth + 1) for _ in range(count)]
-        return self.value(f, depth + 1)
-
-    def value(self, f: FieldSpec, depth: int) -> Any:
-        if f.struct is not None:
-            return self.struct(f.struct, depth)
-        rng = self.rng
-        t = f.type_name
-        if t in _INT_RANGES:
-            if t == "int16" and f.name.endswith("ErrorCode"):
-                return rng.choice(_ERROR_CODES)
-            if t == "int64" and (f.name.endswith("Ms") or "Timestamp" in f.name):
-                # Times stay within a few decades: kio reads them as datetimes and timedeltas.
-                return rng.choice([0, 1, rng.randint(0, 2**41)])
-            low, high = _INT_RANGES[t]
-            return rng.choice(
-                [low, high, -1 if low < 0 else 1, rng.randint(low, high), rng.randint(0, min(high, 1000))]
-            )
-        if t == "float64":
-            return rng.choice([0.5, -1e300, 3.25, rng.uniform(-1e6, 1e6)])
-        if t == "bool":
-            default_true = f.default is not NO_DEFAULT and f.default is True
-            return not default_true if rng.random() < 0.8 else default_true
-        if t == "string":
-            return rng.choice(_STRINGS)
-        if t == "uuid":
-            return uuid.UUID(int=rng.getrandbits(128))
-        if t in ("bytes", "records"):
-            return bytes(rng.getrandbits(8) for _ in range(rng.choice([0, 3, 17, 200])))
-        raise AssertionError(f"no sample for type {t}")
-
-
-def sample(api_key: int, side: str, version: int, seed: str = "sample") -> Any:
-    """A sample request or response (`side`) of an API at `version`."""
-    api = api_schemas()[api_key]
-    message = api.request if side == "request" else api.response
-    return SampleBuilder(APIS[api_key].module, message, version, seed).build()
-
-
-def sample_data(module: ModuleType, suffix: str, version: int, seed: str = "sample") -> Any:
-    return SampleBuilder(module, data_schemas()[suffix], version, seed).build()
-
-
-def api_versions() -> list[tuple[int, int]]:
-    """Every (api_key, version) the generated codec implements."""
+def our_versions() -> list[tuple[int, int]]:
+    """Every (api_key, version) Strom's generated codec implements."""
     return [
         (key, v) for key, spec in sorted(APIS.items()) for v in range(spec.min_version, spec.max_version + 1)
     ]
+
+
+def case_id(api_key: int, side: str, version: int) -> str:
+    return f"{APIS[api_key].name}-{side}-v{version}"
+
+
+def our_message_class(api_key: int, side: str) -> type:
+    spec = APIS[api_key]
+    return getattr(spec.module, spec.name + side.capitalize())  # type: ignore[no-any-return]
+
+
+@functools.cache
+def struct_fields(cls: type) -> dict[str, type | None]:
+    """Each field of one of our generated dataclasses -> the dataclass it holds (alone, in a list, or
+    nullable), or None for a primitive field."""
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    return {f.name: _struct_in(hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def _struct_in(hint: Any) -> type | None:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return hint
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is list:
+        found = [_struct_in(arg) for arg in typing.get_args(hint)]
+        return next((cls for cls in found if cls is not None), None)
+    return None
+
+
+def encode(api_key: int, side: str, message: Any, version: int) -> bytes:
+    w = Writer()
+    getattr(APIS[api_key].module, f"encode_{side}")(message, version, w)
+    return w.getvalue()
+
+
+def decode(api_key: int, side: str, data: bytes, version: int) -> tuple[Any, int]:
+    return getattr(APIS[api_key].module, f"decode_{side}")(memoryview(data), 0, version)  # type: ignore[no-any-return]
+
+
+def differences(actual: Any, expected: Any, path: str = "") -> list[str]:
+    """Where two messages differ, field by field, as readable paths (empty when equal)."""
+    if dataclasses.is_dataclass(actual) and type(actual) is type(expected):
+        return [
+            diff
+            for f in dataclasses.fields(actual)
+            for diff in differences(getattr(actual, f.name), getattr(expected, f.name), f"{path}.{f.name}")
+        ]
+    if isinstance(actual, list) and isinstance(expected, list) and len(actual) == len(expected):
+        return [diff for i, pair in enumerate(zip(actual, expected)) for diff in differences(*pair, f"{path}[{i}]")]
+    if isinstance(actual, memoryview):
+        actual = actual.tobytes()
+    return [] if actual == expected else [f"{path or 'message'}: {actual!r} != {expected!r}"]
