@@ -18,7 +18,7 @@ from pathlib import Path
 
 from strom.log import AppendResult, LogConfig, LogManager, PartitionLog
 from strom.metadata.controller import Controller
-from strom.metadata.image import MetadataImage
+from strom.metadata.image import BrokerImage, MetadataImage, PartitionImage
 from strom.metadata.log import MetadataLog
 from strom.metadata.properties import BrokerConfig
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -108,7 +108,7 @@ class Broker:
     def is_internal_topic(self, name: str) -> bool:
         return name in INTERNAL_TOPICS
 
-    def live_brokers(self) -> list:
+    def live_brokers(self) -> list[BrokerImage]:
         return list(self.image.brokers())
 
     def offline_replicas(self, replicas: Iterable[int]) -> list[int]:
@@ -116,15 +116,21 @@ class Broker:
         return [r for r in replicas if r not in live]
 
     def leader_epoch(self, topic: str, partition: int) -> int:
-        image = self.image.topic(topic)
-        if image is None or partition not in image.partitions:
-            return -1
-        return image.partitions[partition].leader_epoch
+        state = self._partition_state(topic, partition)
+        return state.leader_epoch if state is not None else -1
 
     def leader_log(self, topic: str, partition: int, current_leader_epoch: int = -1) -> PartitionLog:
         """The log of a partition this broker leads, checking the client's leader epoch (KIP-320)."""
+        return self._leader(topic, partition, current_leader_epoch)[1]
+
+    def _partition_state(self, topic: str, partition: int) -> PartitionImage | None:
         image = self.image.topic(topic)
-        state = image.partitions.get(partition) if image is not None else None
+        return image.partitions.get(partition) if image is not None else None
+
+    def _leader(
+        self, topic: str, partition: int, current_leader_epoch: int = -1
+    ) -> tuple[PartitionImage, PartitionLog]:
+        state = self._partition_state(topic, partition)
         if state is None:
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         if state.leader != self.node_id:
@@ -137,7 +143,7 @@ class Broker:
         partition_log = self.logs.get(topic, partition)
         if partition_log is None:
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
-        return partition_log
+        return state, partition_log
 
     def last_stable_offset(self, partition_log: PartitionLog) -> int:
         """Offsets below this are visible to read_committed consumers (no open transactions yet: the HW)."""
@@ -145,12 +151,10 @@ class Broker:
 
     # ------------------------------------------------------------------ produce and long polls
     def append(self, topic: str, partition: int, records: memoryview, *, acks: int) -> AppendResult:
-        partition_log = self.leader_log(topic, partition)
-        if acks == -1:
-            state = self.image.topic(topic).partitions[partition]  # type: ignore[union-attr]
-            if len(state.isr) < self._min_insync_replicas.get(topic, 1):
-                raise KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS)
-        result = partition_log.append(records, leader_epoch=self.leader_epoch(topic, partition))
+        state, partition_log = self._leader(topic, partition)
+        if acks == -1 and len(state.isr) < self._min_insync_replicas.get(topic, 1):
+            raise KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS)
+        result = partition_log.append(records, leader_epoch=state.leader_epoch)
         partition_log.high_watermark = partition_log.log_end_offset  # a single replica: ISR is just us
         self._waiters.notify((topic, partition))
         return result
