@@ -127,8 +127,8 @@ ROWS = [
         "raw produce, 1 MiB batches",
         "MB/s",
         0,
-        "filewrite.mbs",
-        "file write",
+        "loopback.mbs",
+        "loopback",
         Target(">= 400 MB/s", at_most=False, limit=400),
     ),
     Row("rawproduce.cpu_s", "  broker CPU during run", "s", 2),
@@ -145,7 +145,6 @@ ROWS = [
     Row("rawfetch.cpu_s", "  broker CPU during run", "s", 2),
     Row("rawfetch.peak_rss_mb", "  broker peak RSS", "MB", 1),
     Row("loopback.mbs", "loopback baseline (Python)", "MB/s", 0),
-    Row("filewrite.mbs", "file write baseline (pwrite 1 MiB)", "MB/s", 0),
 ]
 
 
@@ -474,10 +473,7 @@ class Run:
 
 
 def loopback_figures(settings: Settings) -> Figures:
-    return {
-        "loopback.mbs": rawload.loopback_throughput(timeout_s=settings.timeout_s).mb_per_s,
-        "filewrite.mbs": rawload.file_write_throughput().mb_per_s,
-    }
+    return {"loopback.mbs": rawload.loopback_throughput(timeout_s=settings.timeout_s).mb_per_s}
 
 
 def run_spawned(settings: Settings, result: RunResult) -> None:
@@ -632,7 +628,7 @@ def not_measured(settings: Settings, measured_externally: bool, pid: int | None)
         elif measured_externally and pid is None and row.key.endswith(process_figures):
             reasons[row.key] = "n/a (no --pid)"
     if settings.skip >= {"rawproduce", "rawfetch"}:
-        reasons["loopback.mbs"] = reasons["filewrite.mbs"] = "skipped"
+        reasons["loopback.mbs"] = "skipped"
     return reasons
 
 

@@ -21,12 +21,10 @@ import argparse
 import collections
 import json
 import multiprocessing
-import os
 import random
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -497,26 +495,6 @@ def loopback_throughput(total_bytes: int = 1 << 30, timeout_s: float = 60.0) -> 
     return Throughput(bytes=chunks * len(chunk), seconds=seconds, requests=chunks)
 
 
-def file_write_throughput(total_bytes: int = 512 << 20, directory: str | None = None) -> Throughput:
-    """The machine's page-cache write speed: ``pwrite`` of 1 MiB buffers to a new file, as a broker appends.
-
-    Raw produce can't beat this (every produced byte is written once), so its ratio to this baseline says how
-    much the broker adds on top of the write itself, whatever the machine.
-    """
-    chunk = memoryview(bytearray(b"\x01" * (1 << 20)))
-    chunks = total_bytes // len(chunk)
-    with tempfile.TemporaryDirectory(dir=directory) as folder:
-        fd = os.open(os.path.join(folder, "baseline.log"), os.O_CREAT | os.O_WRONLY, 0o644)
-        try:
-            started = time.perf_counter()
-            for i in range(chunks):
-                os.pwrite(fd, chunk, i * len(chunk))
-            seconds = time.perf_counter() - started
-        finally:
-            os.close(fd)
-    return Throughput(bytes=chunks * len(chunk), seconds=seconds, requests=chunks)
-
-
 # ---------------------------------------------------------------------------------------------- stand-alone
 
 
@@ -527,13 +505,11 @@ class RawResults:
     produce_mb_per_s: float
     fetch_mb_per_s: float
     loopback_mb_per_s: float
-    file_write_mb_per_s: float
 
 
 def run_once(args: argparse.Namespace) -> RawResults:
     batch, _ = build_megabyte_batch()
     loopback = loopback_throughput().mb_per_s
-    file_write = file_write_throughput().mb_per_s
     ingest_topic = fresh_topic_name("rawproduce")
     create_topic(args.bootstrap, ingest_topic, args.timeout)
     ingest = produce_load(
@@ -551,7 +527,7 @@ def run_once(args: argparse.Namespace) -> RawResults:
     served = fetch_load(
         args.bootstrap, log_topic, args.fetch_rounds, connections=args.connections, timeout_s=args.timeout
     )
-    return RawResults(ingest.mb_per_s, served.mb_per_s, loopback, file_write)
+    return RawResults(ingest.mb_per_s, served.mb_per_s, loopback)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -573,12 +549,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"median": medians, "runs": runs}, indent=2))
         return 0
-    loopback, file_write = medians["loopback_mb_per_s"], medians["file_write_mb_per_s"]
+    loopback = medians["loopback_mb_per_s"]
     print(f"loopback baseline  {loopback:8,.0f} MB/s")
-    print(f"file write baseline{file_write:8,.0f} MB/s")
-    produce, fetch = medians["produce_mb_per_s"], medians["fetch_mb_per_s"]
-    print(f"raw produce        {produce:8,.0f} MB/s  {produce / file_write:.2f}x file write")
-    print(f"raw fetch          {fetch:8,.0f} MB/s  {fetch / loopback:.2f}x loopback")
+    for label, key in (("raw produce", "produce_mb_per_s"), ("raw fetch", "fetch_mb_per_s")):
+        print(f"{label:<18} {medians[key]:8,.0f} MB/s  {medians[key] / loopback:.2f}x loopback")
     return 0
 
 

@@ -1,134 +1,123 @@
-"""What the codec tests share: awkward deterministic values, our codec's entry points, a field-by-field diff.
+"""Sample messages for every API, version and direction Strom's codec implements, without Kafka's schemas.
 
-The sample messages themselves are built from the entity classes of two independent Kafka codecs that
-carry their own copy of Kafka's schemas, kio (`kio_samples`) and kafka-python (`kafka_python_samples`),
-so that no codec test needs the JSON schema folder beside the repository.
+A sample comes from the first source that models that message version:
+
+1. kio's entity classes (`kio_samples`): every field, with Kafka's own time and error-code types;
+2. kafka-python's message classes (`kafka_python_samples`), which also reach versions Kafka 4 dropped;
+3. for what neither models (the ZooKeeper-era inter-broker APIs, a few early versions), Strom's own
+   dataclasses filled by trial (`ProbingSampler`).
+
+Samples are deterministic for a seed: a failing case reproduces exactly.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import random
-import sys
 import types
 import typing
 import uuid
 from typing import Any
 
-from strom.protocol.messages import APIS
-from strom.protocol.primitives import Writer
+from codec_support import Values, encode, field_types, our_message_class, struct_fields
+from kafka_python_samples import kafka_python_sample, kafka_python_to_ours, kafka_python_versions
+from kio_samples import comparable, kio_sample, kio_to_ours, kio_versions
+from strom.protocol.primitives import EncodeError
 
-SIDES = ("request", "response")
+KIO = "kio"
+KAFKA_PYTHON = "kafka-python"
+PROBED = "probed"
 
-INT_RANGES = {
-    "int8": (-(2**7), 2**7 - 1),
-    "int16": (-(2**15), 2**15 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint16": (0, 2**16 - 1),
-    "uint32": (0, 2**32 - 1),
-}
-# Non-ASCII text, the empty string, and one longer than 127 bytes (a two-byte compact length).
-STRINGS = ("topic-1", "héllo wörld", "日本語のトピック", "emoji 🎉", "x" * 130, "", "a")
-BLOB_SIZES = (0, 3, 17, 200)
+_INT_WIDTHS = ("int64", "int32", "int16", "int8")
 
 
-class Values:
-    """Pseudo-random values that sit where codecs go wrong: range edges, multi-byte lengths, non-ASCII.
+def sample_source(api_key: int, side: str, version: int) -> str:
+    """Which source builds samples of this message version: KIO, KAFKA_PYTHON or PROBED."""
+    case = (api_key, side, version)
+    if case in _kio_cases():
+        return KIO
+    if case in _kafka_python_cases():
+        return KAFKA_PYTHON
+    return PROBED
 
-    Seeded by a string, so a failing case reproduces exactly.
+
+def sample(api_key: int, side: str, version: int, seed: str = "sample") -> Any:
+    """A sample request or response (`side`) of one API version, as one of Strom's dataclasses."""
+    source = sample_source(api_key, side, version)
+    if source == KIO:
+        return kio_to_ours(kio_sample(api_key, side, version, seed), api_key, side)
+    if source == KAFKA_PYTHON:
+        message = kafka_python_sample(api_key, side, version, seed)
+        return kafka_python_to_ours(message, api_key, side, version)
+    return ProbingSampler(api_key, side, version, seed).build()
+
+
+def _kio_cases() -> frozenset[tuple[int, str, int]]:
+    return frozenset(case for case in kio_versions() if comparable(*case))
+
+
+def _kafka_python_cases() -> frozenset[tuple[int, str, int]]:
+    return frozenset(kafka_python_versions())
+
+
+class ProbingSampler:
+    """Fills one of Strom's dataclasses for a message version no reference codec models.
+
+    With no schema at hand, a value is kept when the whole message still encodes at the version: a
+    field the version lacks refuses anything but its default, an integer too wide for its field
+    overflows.  (An ignorable field the version lacks accepts anything and is dropped on the wire,
+    so a probed sample need not decode to itself: tests compare what it encodes to.)
     """
 
-    def __init__(self, seed: str) -> None:
-        self.rng = random.Random(seed)
+    def __init__(self, api_key: int, side: str, version: int, seed: str) -> None:
+        self.api_key, self.side, self.version = api_key, side, version
+        self.values = Values(f"{seed}:{api_key}:{side}:v{version}")
+        self.message = our_message_class(api_key, side)()
 
-    def chance(self, probability: float) -> bool:
-        return self.rng.random() < probability
+    def build(self) -> Any:
+        self.fill(self.message, depth=0)
+        return self.message
 
-    def pick(self, options: typing.Sequence[Any]) -> Any:
-        return self.rng.choice(options)
+    def encodes(self) -> bool:
+        try:
+            encode(self.api_key, self.side, self.message, self.version)
+        except EncodeError:
+            return False
+        return True
 
-    def count(self, depth: int) -> int:
-        """An array length: never empty (empty arrays hide element codecs), one element when deep."""
-        return 1 if depth >= 3 else self.rng.choice((1, 2, 3))
+    def fill(self, struct: Any, depth: int) -> None:
+        for field in dataclasses.fields(struct):
+            default = getattr(struct, field.name)
+            for candidate in self.candidates(field_types(type(struct))[field.name], depth):
+                setattr(struct, field.name, candidate)
+                if self.encodes():
+                    break
+                setattr(struct, field.name, default)
+            value = getattr(struct, field.name)
+            if struct_fields(type(struct))[field.name] is not None:
+                for item in value if isinstance(value, list) else [value]:
+                    if item is not None:
+                        self.fill(item, depth + 1)
 
-    def integer(self, kafka_type: str) -> int:
-        low, high = INT_RANGES[kafka_type]
-        return self.rng.choice(
-            (low, high, -1 if low < 0 else 1, self.rng.randint(low, high), self.rng.randint(0, min(high, 1000)))
-        )
-
-    def primitive(self, kafka_type: str) -> Any:
-        """A value of one of Kafka's primitive schema types."""
-        if kafka_type in INT_RANGES:
-            return self.integer(kafka_type)
-        if kafka_type == "float64":
-            return self.rng.choice((0.5, -1e300, 3.25, self.rng.uniform(-1e6, 1e6)))
-        if kafka_type == "bool":
-            return self.chance(0.5)
-        if kafka_type == "string":
-            return self.rng.choice(STRINGS)
-        if kafka_type == "uuid":
-            return uuid.UUID(int=self.rng.getrandbits(128) | 1)  # never the zero UUID, which means "none"
-        if kafka_type in ("bytes", "records"):
-            return self.rng.randbytes(self.rng.choice(BLOB_SIZES))
-        raise AssertionError(f"no sample for Kafka type {kafka_type!r}")
-
-
-def our_versions() -> list[tuple[int, int]]:
-    """Every (api_key, version) Strom's generated codec implements."""
-    return [
-        (key, v) for key, spec in sorted(APIS.items()) for v in range(spec.min_version, spec.max_version + 1)
-    ]
-
-
-def case_id(api_key: int, side: str, version: int) -> str:
-    return f"{APIS[api_key].name}-{side}-v{version}"
-
-
-def our_message_class(api_key: int, side: str) -> type:
-    spec = APIS[api_key]
-    return getattr(spec.module, spec.name + side.capitalize())  # type: ignore[no-any-return]
-
-
-@functools.cache
-def struct_fields(cls: type) -> dict[str, type | None]:
-    """Each field of one of our generated dataclasses -> the dataclass it holds (alone, in a list, or
-    nullable), or None for a primitive field."""
-    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
-    return {f.name: _struct_in(hints[f.name]) for f in dataclasses.fields(cls)}
-
-
-def _struct_in(hint: Any) -> type | None:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return hint
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is list:
-        found = [_struct_in(arg) for arg in typing.get_args(hint)]
-        return next((cls for cls in found if cls is not None), None)
-    return None
-
-
-def encode(api_key: int, side: str, message: Any, version: int) -> bytes:
-    w = Writer()
-    getattr(APIS[api_key].module, f"encode_{side}")(message, version, w)
-    return w.getvalue()
-
-
-def decode(api_key: int, side: str, data: bytes, version: int) -> tuple[Any, int]:
-    return getattr(APIS[api_key].module, f"decode_{side}")(memoryview(data), 0, version)  # type: ignore[no-any-return]
-
-
-def differences(actual: Any, expected: Any, path: str = "") -> list[str]:
-    """Where two messages differ, field by field, as readable paths (empty when equal)."""
-    if dataclasses.is_dataclass(actual) and type(actual) is type(expected):
-        return [
-            diff
-            for f in dataclasses.fields(actual)
-            for diff in differences(getattr(actual, f.name), getattr(expected, f.name), f"{path}.{f.name}")
-        ]
-    if isinstance(actual, list) and isinstance(expected, list) and len(actual) == len(expected):
-        return [diff for i, pair in enumerate(zip(actual, expected)) for diff in differences(*pair, f"{path}[{i}]")]
-    if isinstance(actual, memoryview):
-        actual = actual.tobytes()
-    return [] if actual == expected else [f"{path or 'message'}: {actual!r} != {expected!r}"]
+    def candidates(self, hint: Any, depth: int) -> list[Any]:
+        """Values to try for a field, most demanding first; an empty list leaves the default."""
+        if isinstance(hint, types.UnionType):
+            options = [arg for arg in typing.get_args(hint) if arg is not types.NoneType]
+            inner = bytes if bytes in options else options[0]  # records: bytes | memoryview | ...
+            null = [None] if types.NoneType in typing.get_args(hint) and self.values.chance(0.2) else []
+            return null + self.candidates(inner, depth)
+        if typing.get_origin(hint) is list:
+            (element,) = typing.get_args(hint)
+            count = self.values.count(depth)
+            if dataclasses.is_dataclass(element):
+                return [[element() for _ in range(count)]]
+            if element is int:
+                return [[self.values.integer(width) for _ in range(count)] for width in _INT_WIDTHS]
+            return [[self.candidates(element, depth)[0] for _ in range(count)]]
+        if dataclasses.is_dataclass(hint):
+            return [hint()]
+        if hint is bool:
+            return [True, False]
+        if hint is int:
+            return [self.values.integer(width) for width in (*_INT_WIDTHS, "uint16")]
+        kafka_type = {float: "float64", str: "string", bytes: "bytes", uuid.UUID: "uuid"}[hint]
+        return [self.values.primitive(kafka_type)]
