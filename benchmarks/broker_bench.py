@@ -10,6 +10,7 @@ to stderr; the table (or ``--json``) to stdout. See benchmarks/README.md for wha
 from __future__ import annotations
 
 import argparse
+import os
 import contextlib
 import functools
 import json
@@ -342,8 +343,14 @@ class BrokerGone(Exception):
 
 
 def measure_phase(result: RunResult, name: str, measure: Callable[[], Figures]) -> None:
-    """Run one measurement, keeping its figures, or a note on why it failed."""
+    """Run one measurement, keeping its figures, or a note on why it failed.
+
+    Each phase starts with the page cache written back (sync): otherwise the gigabytes earlier phases left
+    dirty make the kernel throttle this phase's writes to the disk's speed, and the figure says more about
+    the order of the phases than about the broker.
+    """
     print(f"  {name} ...", file=sys.stderr, flush=True)
+    os.sync()
     try:
         result.figures.update(measure())
     except (rawload.PhaseTimeout, TimeoutError) as exc:

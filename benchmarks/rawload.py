@@ -21,6 +21,7 @@ import argparse
 import collections
 import json
 import multiprocessing
+import os
 import random
 import socket
 import statistics
@@ -510,6 +511,7 @@ class RawResults:
 def run_once(args: argparse.Namespace) -> RawResults:
     batch, _ = build_megabyte_batch()
     loopback = loopback_throughput().mb_per_s
+    os.sync()  # start from a written-back page cache, as broker_bench does (see measure_phase there)
     ingest_topic = fresh_topic_name("rawproduce")
     create_topic(args.bootstrap, ingest_topic, args.timeout)
     ingest = produce_load(

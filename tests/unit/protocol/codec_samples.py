@@ -13,6 +13,7 @@ Samples are deterministic for a seed: a failing case reproduces exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 import uuid
@@ -21,6 +22,7 @@ from typing import Any
 from codec_support import Values, encode, field_types, our_message_class, struct_fields
 from kafka_python_samples import kafka_python_sample, kafka_python_to_ours, kafka_python_versions
 from kio_samples import comparable, kio_sample, kio_to_ours, kio_versions
+
 from strom.protocol.primitives import EncodeError
 
 KIO = "kio"
@@ -51,10 +53,12 @@ def sample(api_key: int, side: str, version: int, seed: str = "sample") -> Any:
     return ProbingSampler(api_key, side, version, seed).build()
 
 
+@functools.cache
 def _kio_cases() -> frozenset[tuple[int, str, int]]:
     return frozenset(case for case in kio_versions() if comparable(*case))
 
 
+@functools.cache
 def _kafka_python_cases() -> frozenset[tuple[int, str, int]]:
     return frozenset(kafka_python_versions())
 
@@ -85,21 +89,22 @@ class ProbingSampler:
         return True
 
     def fill(self, struct: Any, depth: int) -> None:
-        for field in dataclasses.fields(struct):
-            default = getattr(struct, field.name)
-            for candidate in self.candidates(field_types(type(struct))[field.name], depth):
-                setattr(struct, field.name, candidate)
+        cls: type = type(struct)
+        for name, hint in field_types(cls).items():
+            default = getattr(struct, name)
+            for candidate in self.candidates(hint, depth):
+                setattr(struct, name, candidate)
                 if self.encodes():
                     break
-                setattr(struct, field.name, default)
-            value = getattr(struct, field.name)
-            if struct_fields(type(struct))[field.name] is not None:
+                setattr(struct, name, default)  # nothing encodes: the version lacks this field
+            if struct_fields(cls)[name] is not None:
+                value = getattr(struct, name)
                 for item in value if isinstance(value, list) else [value]:
                     if item is not None:
                         self.fill(item, depth + 1)
 
     def candidates(self, hint: Any, depth: int) -> list[Any]:
-        """Values to try for a field, most demanding first; an empty list leaves the default."""
+        """Values to try, in order, for a field of this type: integers from the widest range down."""
         if isinstance(hint, types.UnionType):
             options = [arg for arg in typing.get_args(hint) if arg is not types.NoneType]
             inner = bytes if bytes in options else options[0]  # records: bytes | memoryview | ...
@@ -108,12 +113,12 @@ class ProbingSampler:
         if typing.get_origin(hint) is list:
             (element,) = typing.get_args(hint)
             count = self.values.count(depth)
-            if dataclasses.is_dataclass(element):
+            if _is_struct(element):
                 return [[element() for _ in range(count)]]
             if element is int:
                 return [[self.values.integer(width) for _ in range(count)] for width in _INT_WIDTHS]
             return [[self.candidates(element, depth)[0] for _ in range(count)]]
-        if dataclasses.is_dataclass(hint):
+        if _is_struct(hint):
             return [hint()]
         if hint is bool:
             return [True, False]
@@ -121,3 +126,7 @@ class ProbingSampler:
             return [self.values.integer(width) for width in (*_INT_WIDTHS, "uint16")]
         kafka_type = {float: "float64", str: "string", bytes: "bytes", uuid.UUID: "uuid"}[hint]
         return [self.values.primitive(kafka_type)]
+
+
+def _is_struct(hint: Any) -> bool:
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)

@@ -7,13 +7,12 @@ import struct
 import uuid
 
 import pytest
-from codec_samples import SCHEMAS_MISSING, api_versions, sample, schemas_available
+from codec_samples import sample
+from codec_support import SIDES, our_versions
 
 from strom.protocol.messages import APIS, describe_topic_partitions, fetch, produce
 from strom.protocol.messages import api_versions as api_versions_api
 from strom.protocol.primitives import DecodeError, EncodeError, UnsupportedVersionError, Writer
-
-needs_schemas = pytest.mark.skipif(not schemas_available(), reason=SCHEMAS_MISSING)
 
 Produce = produce.ProduceRequest
 ApiVersionsResponse = api_versions_api.ApiVersionsResponse
@@ -44,7 +43,6 @@ TRUNCATION_CASES = [
 ]
 
 
-@needs_schemas
 @pytest.mark.parametrize(("api_key", "side", "version"), TRUNCATION_CASES)
 def test_every_truncation_raises_decode_error(api_key: int, side: str, version: int) -> None:
     module = APIS[api_key].module
@@ -56,13 +54,12 @@ def test_every_truncation_raises_decode_error(api_key: int, side: str, version: 
             decode(memoryview(data[:cut]), 0, version)
 
 
-@needs_schemas
 def test_garbage_and_corrupted_messages_raise_only_decode_error() -> None:
     rng = random.Random(7)
     decoded = failed = 0
-    for api_key, version in api_versions():
+    for api_key, version in our_versions():
         module = APIS[api_key].module
-        for side in ("request", "response"):
+        for side in SIDES:
             decode = getattr(module, f"decode_{side}")
             valid = encoded(getattr(module, f"encode_{side}"), sample(api_key, side, version), version)
             inputs = [bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40))) for _ in range(3)]
