@@ -10,10 +10,10 @@ to stderr; the table (or ``--json``) to stdout. See benchmarks/README.md for wha
 from __future__ import annotations
 
 import argparse
-import os
 import contextlib
 import functools
 import json
+import os
 import statistics
 import sys
 import tempfile
