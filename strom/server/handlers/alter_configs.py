@@ -10,9 +10,10 @@ IncrementalAlterConfigs; both go through the same controller validation.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from strom.metadata.controller import AlterConfigsResource
+from strom.metadata.controller import AlterConfigsResource, AlterConfigsResult
 from strom.protocol.messages import alter_configs as schema
 
 if TYPE_CHECKING:
@@ -22,6 +23,7 @@ VERSIONS = (0, 2)
 
 Response = schema.AlterConfigsResponse
 Result = schema.AlterConfigsResponse.AlterConfigsResourceResponse
+T = TypeVar("T", bound=Any)
 
 
 async def handle(ctx: RequestContext, request: schema.AlterConfigsRequest) -> Response:
@@ -30,14 +32,17 @@ async def handle(ctx: RequestContext, request: schema.AlterConfigsRequest) -> Re
         for r in request.resources
     ]
     results = ctx.broker.controller.alter_configs(resources, validate_only=request.validate_only)
-    return Response(
-        responses=[
-            Result(
-                error_code=r.error_code,
-                error_message=r.error_message,
-                resource_type=r.resource_type,
-                resource_name=r.resource_name,
-            )
-            for r in results
-        ]
-    )
+    return Response(responses=resource_responses(results, Result))
+
+
+def resource_responses(results: Sequence[AlterConfigsResult], result_class: type[T]) -> list[T]:
+    """Per-resource outcomes in the shape both AlterConfigs and IncrementalAlterConfigs answer with."""
+    return [
+        result_class(
+            error_code=r.error_code,
+            error_message=r.error_message,
+            resource_type=r.resource_type,
+            resource_name=r.resource_name,
+        )
+        for r in results
+    ]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from strom.metadata.controller import ConfigOp, IncrementalAlterConfigsResource
 from strom.protocol.messages import incremental_alter_configs as schema
+from strom.server.handlers.alter_configs import resource_responses
 
 if TYPE_CHECKING:
     from strom.server.dispatch import RequestContext
@@ -30,14 +31,4 @@ async def handle(ctx: RequestContext, request: schema.IncrementalAlterConfigsReq
         for r in request.resources
     ]
     results = ctx.broker.controller.incremental_alter_configs(resources, validate_only=request.validate_only)
-    return Response(
-        responses=[
-            Result(
-                error_code=r.error_code,
-                error_message=r.error_message,
-                resource_type=r.resource_type,
-                resource_name=r.resource_name,
-            )
-            for r in results
-        ]
-    )
+    return Response(responses=resource_responses(results, Result))
