@@ -18,7 +18,6 @@ it for its raw-protocol figures and for the start-up probe (the first answered M
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import multiprocessing
 import os
@@ -36,8 +35,9 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from strom.protocol.frames import decode_response_frame_body, encode_request_frame
-from strom.protocol.messages import api_versions, fetch, metadata, produce
+from strom.protocol.client import BrokerConnection, BrokerConnectionError, UnsupportedApiError
+from strom.protocol.messages import api_versions as api_versions  # re-exported: group_bench.py uses it
+from strom.protocol.messages import fetch, metadata, produce
 from strom.protocol.record_batch import Record, build_batch
 
 MB = 1_000_000
@@ -70,7 +70,8 @@ class PhaseTimeout(Exception):
 
 
 class BrokerError(Exception):
-    """The broker answered with an error, or not at all, where the measurement needs a success."""
+    """The broker answered with an error where the measurement needs a success (a connection that fails
+    raises the shared client's ``BrokerConnectionError``, an ``OSError``)."""
 
 
 @dataclass(frozen=True)
@@ -89,102 +90,11 @@ class Throughput:
 # ---------------------------------------------------------------------------------------------- connection
 
 
-class Connection:
-    """A blocking Kafka connection that may have several requests in flight.
-
-    Kafka answers a connection's requests in the order they were sent, so responses are matched to requests
-    by position and only checked against the expected correlation id.
-    """
+class Connection(BrokerConnection):
+    """The shared raw-protocol connection, introducing itself as this generator."""
 
     def __init__(self, host: str, port: int, timeout_s: float) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout_s)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._next_correlation_id = 0
-        self._in_flight: collections.deque[tuple[int, int, int]] = collections.deque()
-        self._size = bytearray(4)
-        self.last_response_size = 0
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
-
-    def send(self, api_key: int, version: int, request: Any) -> None:
-        correlation_id = self._next_correlation_id
-        self._next_correlation_id = (correlation_id + 1) & 0x7FFFFFFF
-        chunks = encode_request_frame(api_key, version, correlation_id, CLIENT_ID, request)
-        _send_chunks(self.sock, chunks)
-        self._in_flight.append((correlation_id, api_key, version))
-
-    def receive(self) -> Any:
-        """Read the oldest outstanding response whole and decode it."""
-        correlation_id, api_key, version = self._in_flight.popleft()
-        body = memoryview(bytearray(self._read_size()))
-        self.last_response_size = len(body) + 4
-        _recv_exactly(self.sock, body)
-        _check_correlation_id(body, correlation_id)
-        return decode_response_frame_body(api_key, version, body)[1]
-
-    def discard(self, scratch: memoryview) -> int:
-        """Read the oldest outstanding response into ``scratch`` piece by piece, keeping none of it.
-
-        Returns the response's size on the wire (size prefix included).
-        """
-        correlation_id = self._in_flight.popleft()[0]
-        remaining = self._read_size()
-        size = remaining + 4
-        first = True
-        while remaining:
-            piece = scratch[: min(remaining, len(scratch))]
-            _recv_exactly(self.sock, piece)
-            if first:
-                _check_correlation_id(piece, correlation_id)
-                first = False
-            remaining -= len(piece)
-        return size
-
-    def call(self, api_key: int, version: int, request: Any) -> Any:
-        self.send(api_key, version, request)
-        return self.receive()
-
-    def _read_size(self) -> int:
-        _recv_exactly(self.sock, memoryview(self._size))
-        return int.from_bytes(self._size, "big", signed=True)
-
-
-def _send_chunks(sock: socket.socket, chunks: Sequence[Any]) -> None:
-    """Send a frame's chunks with gathered writes, resuming after partial sends."""
-    views = [memoryview(chunk).cast("B") for chunk in chunks]
-    while views:
-        sent = sock.sendmsg(views)
-        while views and sent >= len(views[0]):
-            sent -= len(views[0])
-            views.pop(0)
-        if sent:
-            views[0] = views[0][sent:]
-
-
-def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
-    received = 0
-    while received < len(view):
-        n = sock.recv_into(view[received:])
-        if n == 0:
-            raise BrokerError("the broker closed the connection")
-        received += n
-
-
-def _check_correlation_id(body: bytes | bytearray | memoryview, expected: int) -> None:
-    got = int.from_bytes(body[:4], "big", signed=True)
-    if got != expected:
-        raise BrokerError(f"response has correlation id {got}, expected {expected}")
+        super().__init__(host, port, timeout=timeout_s, client_id=CLIENT_ID)
 
 
 def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
@@ -194,18 +104,13 @@ def parse_bootstrap(bootstrap: str) -> tuple[str, int]:
 
 def negotiate_versions(conn: Connection) -> dict[int, int]:
     """The version this generator will use for each API it needs, from the broker's ApiVersions answer."""
-    response = conn.call(API_VERSIONS, 0, api_versions.ApiVersionsRequest())
-    if response.error_code:
-        raise BrokerError(f"ApiVersions failed with error code {response.error_code}")
-    served = {key.api_key: (key.min_version, key.max_version) for key in response.api_keys}
-    chosen = {}
-    for api_key, (ours_min, ours_max) in PREFERRED_VERSIONS.items():
-        broker_min, broker_max = served.get(api_key, (0, -1))
-        version = min(ours_max, broker_max)
-        if version < max(ours_min, broker_min):
-            raise BrokerError(f"no common version of API {api_key}: broker serves {broker_min}-{broker_max}")
-        chosen[api_key] = version
-    return chosen
+    try:
+        return {
+            api_key: conn.negotiate(api_key, oldest=oldest, newest=newest)
+            for api_key, (oldest, newest) in PREFERRED_VERSIONS.items()
+        }
+    except UnsupportedApiError as exc:
+        raise BrokerError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------- start-up
@@ -227,10 +132,10 @@ def first_metadata_answer(host: str, port: int, timeout_s: float) -> float:
             with Connection(host, port, timeout_s=remaining) as conn:
                 conn.call(API_METADATA, PROBE_METADATA_VERSION, request)
                 return time.perf_counter()
-        except (ConnectionRefusedError, ConnectionResetError, BrokerError):
-            time.sleep(CONNECT_RETRY_S)
         except TimeoutError:
             raise PhaseTimeout(f"no Metadata answer from {host}:{port} within {timeout_s:g} s") from None
+        except BrokerConnectionError:  # not listening yet, or hung up while starting: try again
+            time.sleep(CONNECT_RETRY_S)
 
 
 # ---------------------------------------------------------------------------------------------- topics
@@ -340,29 +245,29 @@ def _run_pipelined(
     try:
         with Connection(*address, timeout_s=timeout_s) as conn:
             version = negotiate_versions(conn)[api_key]
+            untimed_start = conn.received_bytes
             check(conn.call(api_key, version, request))
-            checked_size = conn.last_response_size
+            checked_size = conn.received_bytes - untimed_start
             scratch = memoryview(bytearray(SCRATCH_BYTES))
             start.wait(timeout=timeout_s)
-            sent = answered = received_bytes = 0
+            timed_start = conn.received_bytes
+            sent = answered = 0
             while answered < requests:
                 while sent < requests and conn.in_flight < in_flight:
                     conn.send(api_key, version, request)
                     sent += 1
                 if keep_responses:
                     check(conn.receive())
-                    received_bytes += conn.last_response_size
                 else:
-                    size = conn.discard(scratch)
+                    size = conn.discard_frame(scratch)
                     if size < checked_size // 2:
                         raise BrokerError(f"a {size}-byte response where the checked one had {checked_size}")
-                    received_bytes += size
                 answered += 1
                 if time.perf_counter() > deadline:
                     raise PhaseTimeout(f"{answered} of {requests} requests answered when time ran out")
+            return conn.received_bytes - timed_start
     except TimeoutError:
         raise PhaseTimeout("the broker did not answer within the time bound") from None
-    return received_bytes
 
 
 def _run_connections(

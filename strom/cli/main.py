@@ -21,6 +21,7 @@ COMMANDS = {
     "topics": ("strom.cli.topics", "create, list, describe, alter and delete topics"),
     "produce": ("strom.cli.produce", "send lines from stdin or a file as messages"),
     "consume": ("strom.cli.consume", "print messages of a topic"),
+    "groups": ("strom.cli.groups", "list, describe, reset offsets of and delete consumer groups"),
 }
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

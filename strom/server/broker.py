@@ -16,6 +16,9 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from strom.coordinator.group import GroupConfig, GroupCoordinator, OffsetsTopic
+from strom.coordinator.group.consumer_group import ImageTopicCatalog
+from strom.coordinator.group.consumer_membership import ConsumerGroupConfig
 from strom.log import AppendResult, LogConfig, LogManager, PartitionLog
 from strom.metadata.controller import Controller
 from strom.metadata.image import BrokerImage, MetadataImage, PartitionImage
@@ -59,6 +62,17 @@ class Broker:
         self._min_insync_replicas: dict[str, int] = {}
         self.reconcile_logs()
         self.controller.add_listener(lambda _records: self.reconcile_logs())
+        # Consumer groups: the coordinator and its storage in __consumer_offsets, whose existing partitions
+        # answer COORDINATOR_LOAD_IN_PROGRESS until `load_groups` has replayed them.
+        self.group_config = GroupConfig.from_broker_config(config)
+        self.offsets_topic = OffsetsTopic(self, self.group_config)
+        self.groups = GroupCoordinator(
+            self.group_config,
+            self.offsets_topic.append,
+            consumer_config=ConsumerGroupConfig.from_broker_config(config),
+            topics=ImageTopicCatalog(self.image),
+        )
+        self.offsets_topic.claim(self.groups)
 
     # ------------------------------------------------------------------ metadata → logs
     def reconcile_logs(self) -> None:
@@ -161,6 +175,11 @@ class Broker:
 
     async def wait_for_append(self, partitions: Iterable[tuple[str | None, int]], timeout: float) -> None:
         await self._waiters.wait(partitions, timeout)
+
+    # ------------------------------------------------------------------ consumer groups
+    async def load_groups(self) -> None:
+        """Replay __consumer_offsets into the group coordinator (run once, as a task, after start-up)."""
+        await self.offsets_topic.load(self.groups)
 
     # ------------------------------------------------------------------ housekeeping
     def tick(self) -> None:

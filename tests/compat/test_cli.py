@@ -431,7 +431,6 @@ def test_binary_and_null_payloads_in_json(
     assert (documents[1]["key"], documents[1]["value"]) == ("gone", None)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="consumer groups: issue 3")
 def test_group_resumes_after_what_it_printed(
     strom: Callable[..., subprocess.CompletedProcess[bytes]], unique_topic: str
 ) -> None:

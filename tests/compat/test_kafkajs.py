@@ -256,7 +256,6 @@ def test_ecommerce_server_publishes_keyed_json_orders(strom_broker, unique_topic
         assert record.partition == java_partition(order["customerId"].encode())
 
 
-@pytest.mark.xfail(strict=True, raises=KafkajsFailed, reason="consumer groups: issue 3")
 def test_ecommerce_consumer_group_reads_all_messages(strom_broker, unique_topic):
     create_topic(strom_broker, unique_topic)
     messages = keyed_messages(100)

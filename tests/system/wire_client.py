@@ -1,8 +1,9 @@
-"""A raw Kafka-protocol client for the system tests: it sends exact bytes and reports exactly what came back.
+"""The system tests' raw Kafka-protocol client: it sends exact bytes and reports exactly what came back.
 
 Real clients hide a closed connection behind retries and refuse to send malformed requests; these tests need
-the opposite. `RawConnection` speaks through Strom's own codec when a request is well formed and sends any
-bytes at all when it is not, and `wait_closed` tells "the broker hung up" apart from "the broker is quiet".
+the opposite. `RawConnection` is Strom's shared client connection (`strom.protocol.client`) in the tests'
+words: it speaks through the codec when a request is well formed and sends any bytes at all when it is not,
+and `wait_closed` tells "the broker hung up" apart from "the broker is quiet".
 
 The module also holds the one definition of "stored data is intact" that every system test applies: read a
 partition back batch by batch, check each batch's CRC and offsets, and compare the bytes with a snapshot.
@@ -11,7 +12,6 @@ partition back batch by batch, check each batch's CRC and offsets, and compare t
 from __future__ import annotations
 
 import contextlib
-import itertools
 import random
 import socket
 import struct
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from strom.protocol import messages
+from strom.protocol.client import BrokerConnection, BrokerDisconnectedError
 from strom.protocol.frames import decode_response_frame_body, encode_request_frame
 from strom.protocol.messages import api_versions, create_topics, fetch, metadata, produce
 from strom.protocol.record_batch import (
@@ -47,9 +48,8 @@ SIZE_PREFIX = struct.Struct(">i")
 #: api_key, api_version, correlation_id: the fixed start of every request header.
 HEADER_START = struct.Struct(">hhi")
 
-
-class PeerClosed(Exception):
-    """The broker closed the connection (end of stream or reset)."""
+#: The broker closed the connection (end of stream, reset or broken pipe); also a ConnectionResetError.
+PeerClosed = BrokerDisconnectedError
 
 
 def encode_request(
@@ -86,13 +86,14 @@ def frame(payload: bytes) -> bytes:
 
 
 class RawConnection:
-    """One TCP connection to the broker, driven a frame at a time."""
+    """One TCP connection to the broker on 127.0.0.1, driven a frame at a time.
+
+    Failures are the shared client's: `PeerClosed` when the broker hangs up, a `TimeoutError` when it is
+    silent past the socket timeout.
+    """
 
     def __init__(self, port: int, *, timeout: float = IO_TIMEOUT_S) -> None:
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._correlation_ids = itertools.count(1)
-        self._versions: dict[int, tuple[int, int]] | None = None
+        self.wire = BrokerConnection(HOST, port, timeout=timeout, client_id=CLIENT_ID)
 
     def __enter__(self) -> RawConnection:
         return self
@@ -100,44 +101,31 @@ class RawConnection:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def sock(self) -> socket.socket:
+        return self.wire.sock
+
     def close(self) -> None:
-        self.sock.close()
+        self.wire.close()
 
     def abort(self) -> None:
         """Close with a TCP reset instead of a FIN, as a crashed client's kernel would."""
         with contextlib.suppress(OSError):
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.sock.close()
+        self.close()
 
     # ------------------------------------------------------------------ bytes
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def next_correlation_id(self) -> int:
-        return next(self._correlation_ids)
+        """Send any bytes; a broker that already hung up shows as `PeerClosed` (a ConnectionResetError)."""
+        self.wire.send_bytes(data)
 
     def send_request(self, api_key: int, version: int, msg: Any) -> int:
-        correlation_id = self.next_correlation_id()
-        self.send(encode_request(api_key, version, correlation_id, msg))
-        return correlation_id
+        """Send a well-formed request; returns its correlation id."""
+        return self.wire.send(api_key, version, msg)
 
     def read_frame(self) -> bytes:
         """The next response frame's body (after the size prefix)."""
-        (size,) = SIZE_PREFIX.unpack(self._recv_exactly(4))
-        assert size >= 4, f"the broker sent a frame of {size} bytes: too short for a response header"
-        return self._recv_exactly(size)
-
-    def _recv_exactly(self, size: int) -> bytes:
-        data = bytearray()
-        while len(data) < size:
-            try:
-                chunk = self.sock.recv(size - len(data))
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise PeerClosed(f"connection closed after {len(data)} of {size} bytes")
-            data += chunk
-        return bytes(data)
+        return self.wire.read_frame()
 
     def wait_closed(self, timeout: float = CLOSE_TIMEOUT_S) -> bytes:
         """Wait for the broker to hang up; return whatever it sent first. Fails if it stays open."""
@@ -162,29 +150,23 @@ class RawConnection:
 
     # ------------------------------------------------------------------ messages
     def receive(self, api_key: int, version: int, correlation_id: int) -> Any:
-        body = self.read_frame()
-        got_id, response = decode_response(api_key, version, body)
+        """The next response, which must answer `correlation_id`: a request sent with `send_request`, or a
+        whole frame sent with `send`."""
+        got_id, response = decode_response(api_key, version, self.read_frame())
         assert got_id == correlation_id, f"response to request {got_id} came when {correlation_id} was due"
         return response
 
     def call(self, api_key: int, version: int, msg: Any) -> Any:
         """Send one request and return its decoded response."""
-        return self.receive(api_key, version, self.send_request(api_key, version, msg))
+        return self.wire.call(api_key, version, msg)
 
     def advertised_versions(self) -> dict[int, tuple[int, int]]:
         """API key -> (min, max) version, from ApiVersions (asked once per connection)."""
-        if self._versions is None:
-            response = self.call(api_versions.API_KEY, 3, api_versions_request())
-            assert response.error_code == 0, f"ApiVersions failed with error {response.error_code}"
-            self._versions = {k.api_key: (k.min_version, k.max_version) for k in response.api_keys}
-        return self._versions
+        return self.wire.advertised_versions()
 
     def version_for(self, api_key: int, newest: int | None = None) -> int:
         """The newest version both the broker and the codec speak (capped at `newest`), as clients choose."""
-        low, high = self.advertised_versions()[api_key]
-        high = min(high, messages.APIS[api_key].max_version, high if newest is None else newest)
-        assert low <= high, f"API {api_key}: no version both sides speak"
-        return high
+        return self.wire.negotiate(api_key, newest=newest)
 
 
 # ---------------------------------------------------------------------- requests the tests send a lot

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from strom.protocol.frames import decode_response_frame_body, encode_request_frame
-from strom.protocol.messages import api_versions, join_group, metadata, produce
+from strom.protocol.messages import api_versions, describe_delegation_token, metadata, produce
 from strom.server import handlers
 from strom.server.connection import ConnectionClosed
 from strom.server.dispatch import Dispatcher
@@ -118,9 +118,10 @@ def test_unknown_api_key_closes() -> None:
 
 
 def test_kafka_api_without_a_handler_closes() -> None:
-    assert join_group.API_KEY not in HANDLERS
+    unserved = describe_delegation_token
+    assert unserved.API_KEY not in HANDLERS
     with pytest.raises(ConnectionClosed):
-        dispatch(request_payload(join_group.API_KEY, 0, 1, join_group.JoinGroupRequest()))
+        dispatch(request_payload(unserved.API_KEY, 0, 1, unserved.DescribeDelegationTokenRequest()))
 
 
 def test_version_below_the_served_range_closes() -> None:

@@ -1,0 +1,174 @@
+"""kafka-python consumers as group members of a real Strom broker.
+
+Run as a script (``python test_groups_kafka_python.py MEMBER_CONFIG_JSON``) this module is one group member,
+as group_scenario describes; the tests start members that way so that one can be killed with SIGKILL.
+kafka-python implements cooperative-sticky (KIP-429) and static membership (KIP-345), so every scenario
+applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from group_scenario import (
+    CommitTracker,
+    Member,
+    MemberConfig,
+    MemberOutput,
+    auto_commit_commits_while_consuming,
+    broker_restart_keeps_group_and_offsets,
+    cooperative_rebalance_keeps_untouched_partitions,
+    member_config_from_argv,
+    no_auto_commit_commits_nothing,
+    python_member,
+    reset_to_earliest_reads_everything,
+    reset_to_latest_skips_old_records,
+    restart_resumes_after_last_commit,
+    split_then_survive_sigkill,
+    start_group_broker,
+    static_member_restart_keeps_assignment,
+)
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+from kafka.coordinator.assignors.range import RangePartitionAssignor
+from kafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from kafka.errors import KafkaError
+
+from strom.testing.process import StromProcess
+
+MEMBER_SCRIPT = Path(__file__).resolve()
+POLL_MS = 100
+ASSIGNORS = {
+    "range": RangePartitionAssignor,
+    "roundrobin": RoundRobinPartitionAssignor,
+    "cooperative-sticky": CooperativeStickyAssignor,
+}
+
+
+def spawn(config: MemberConfig) -> Member:
+    return python_member(MEMBER_SCRIPT, config)
+
+
+@pytest.fixture(scope="module")
+def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
+    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_group_broker(tmp_path: Path) -> Iterator[StromProcess]:
+    broker = start_group_broker(tmp_path)
+    yield broker
+    if broker.running:
+        broker.stop()
+
+
+def test_three_members_split_six_partitions_and_survive_a_sigkill(group_broker, unique_topic):
+    split_then_survive_sigkill(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_auto_offset_reset_earliest(group_broker, unique_topic):
+    reset_to_earliest_reads_everything(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_auto_offset_reset_latest(group_broker, unique_topic):
+    reset_to_latest_skips_old_records(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_auto_commit_on(group_broker, unique_topic):
+    auto_commit_commits_while_consuming(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_auto_commit_off(group_broker, unique_topic):
+    no_auto_commit_commits_nothing(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_restart_resumes_after_last_commit(group_broker, unique_topic):
+    restart_resumes_after_last_commit(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_static_member_restart_causes_no_rebalance(group_broker, unique_topic):
+    static_member_restart_keeps_assignment(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_cooperative_sticky_rebalance_keeps_untouched_partitions(group_broker, unique_topic):
+    cooperative_rebalance_keeps_untouched_partitions(spawn, group_broker.bootstrap, unique_topic)
+
+
+def test_broker_restart_keeps_groups_and_offsets(own_group_broker, unique_topic):
+    broker_restart_keeps_group_and_offsets(spawn, own_group_broker, unique_topic)
+
+
+# ------------------------------------------------------------------------------------ the member program
+
+
+class ReportingListener(ConsumerRebalanceListener):
+    """Reports every assignment change, with the generation kafka-python keeps (a private attribute)."""
+
+    def __init__(self, out: MemberOutput, consumer: KafkaConsumer) -> None:
+        self._out = out
+        self._consumer = consumer
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self._out.revoked((tp.partition for tp in revoked), self._generation())
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self._out.assigned((tp.partition for tp in assigned), self._generation())
+
+    def on_partitions_lost(self, lost: Any) -> None:
+        self._out.revoked((tp.partition for tp in lost), self._generation(), lost=True)
+
+    def _generation(self) -> int | None:
+        generation = getattr(getattr(self._consumer, "_coordinator", None), "_generation", None)
+        return getattr(generation, "generation_id", None)
+
+
+def run_member(config: MemberConfig) -> None:
+    """Consume as one group member until asked to close, reporting through MemberOutput."""
+    out = MemberOutput()
+    options: dict[str, Any] = {}
+    if config.group_instance_id is not None:
+        options["group_instance_id"] = config.group_instance_id
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.bootstrap,
+        group_id=config.group_id,
+        client_id=config.client_id,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        auto_offset_reset=config.auto_offset_reset,
+        enable_auto_commit=config.enable_auto_commit,
+        auto_commit_interval_ms=config.auto_commit_interval_ms,
+        partition_assignment_strategy=(ASSIGNORS[config.assignor],),
+        **options,
+    )
+    # kafka-python can send its JoinGroup before it has the topic's metadata; as leader it then assigns
+    # nothing, rejoins once the metadata arrives, and sometimes never applies the second assignment
+    # (kafka-python 3.0.12). Loading the topic's partitions first keeps the test about the broker.
+    assert consumer.partitions_for_topic(config.topic), f"no partitions for {config.topic}"
+    consumer.subscribe([config.topic], listener=ReportingListener(out, consumer))
+    commits = CommitTracker(config)
+    while not out.close_requested.is_set():
+        for partition_records in consumer.poll(timeout_ms=POLL_MS).values():
+            for record in partition_records:
+                out.record(record.partition, record.offset, record.value)
+                target = commits.due(record.partition, record.offset)
+                if target is None:
+                    continue
+                position = TopicPartition(config.topic, record.partition)
+                try:
+                    consumer.commit({position: OffsetAndMetadata(target, "", -1)})
+                except KafkaError as exc:
+                    out.emit("commit_failed", partition=record.partition, offset=target, error=repr(exc))
+                else:
+                    commits.record_commit(record.partition, target)
+                    out.emit("committed", partition=record.partition, offset=target)
+    consumer.close()
+    out.emit("closed")
+
+
+if __name__ == "__main__":
+    run_member(member_config_from_argv())
