@@ -41,6 +41,7 @@ from broker_bench import BrokerMonitor
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from strom.protocol.client import UnsupportedApiError
 from strom.protocol.messages import find_coordinator, offset_commit
 from strom.testing.process import StromProcess
 
@@ -350,13 +351,10 @@ def find_coordinators(bootstrap: str, groups: list[str]) -> dict[str, tuple[str,
 
 
 def _common_version(connection: rawload.Connection, api_key: int, ours: tuple[int, int]) -> int:
-    response = connection.call(rawload.API_VERSIONS, 0, rawload.api_versions.ApiVersionsRequest())
-    served = {api.api_key: (api.min_version, api.max_version) for api in response.api_keys}
-    low, high = served.get(api_key, (0, -1))
-    version = min(high, ours[1])
-    if version < max(low, ours[0]):
-        raise rawload.BrokerError(f"no common version of API {api_key}: the broker serves {low}-{high}")
-    return version
+    try:
+        return connection.negotiate(api_key, oldest=ours[0], newest=ours[1])
+    except UnsupportedApiError as exc:
+        raise rawload.BrokerError(str(exc)) from None
 
 
 @dataclass

@@ -36,7 +36,6 @@ from typing import Any
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from strom.protocol.client import BrokerConnection, BrokerConnectionError, UnsupportedApiError
-from strom.protocol.messages import api_versions as api_versions  # re-exported: group_bench.py uses it
 from strom.protocol.messages import fetch, metadata, produce
 from strom.protocol.record_batch import Record, build_batch
 
@@ -46,7 +45,6 @@ CLIENT_ID = "strom-rawload"
 API_PRODUCE = 0
 API_FETCH = 1
 API_METADATA = 3
-API_VERSIONS = 18
 
 # The newest versions this generator speaks. Fetch stops at 12 because 13+ names topics by id; Produce,
 # Metadata and Fetch below these ranges' minimums predate record batches (magic 2) or topic lists.
