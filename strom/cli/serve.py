@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from strom.metadata.configs import ConfigError
-    from strom.metadata.properties import BrokerConfig, load_properties
+    from strom.metadata.properties import BrokerConfig, load_properties, with_single_node_defaults
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         props.setdefault("log.dirs", DEFAULT_DATA_DIR)
         if args.node_id is not None:
             props["node.id"] = str(args.node_id)
-        config = BrokerConfig(props)
+        config = BrokerConfig(with_single_node_defaults(props))
     except (OSError, ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

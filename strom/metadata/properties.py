@@ -104,6 +104,30 @@ _LISTENER = re.compile(
 )
 
 
+#: What Kafka's own single-node server.properties sets for a development node, and so does Strom for a node
+#: that is a cluster of one (at most one quorum voter) unless the configuration says otherwise: internal
+#: topics can't have more replicas than there are brokers, and a new group need not wait 3 s for more members.
+SINGLE_NODE_DEFAULTS = {
+    "offsets.topic.replication.factor": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "group.initial.rebalance.delay.ms": "0",
+}
+
+
+def with_single_node_defaults(properties: Mapping[str, str]) -> dict[str, str]:
+    """`properties` plus SINGLE_NODE_DEFAULTS for what they leave unset, for a one-node cluster.
+
+    Applied where a node's configuration is assembled (`strom serve`), not hidden in the components, so that
+    DescribeConfigs reports the values in force as static broker configs."""
+    result = dict(properties)
+    voters = [v for v in result.get("controller.quorum.voters", "").split(",") if v.strip()]
+    if len(voters) <= 1:
+        for key, value in SINGLE_NODE_DEFAULTS.items():
+            result.setdefault(key, value)
+    return result
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     """One entry of listeners/advertised.listeners; host "" means every interface (or, advertised: ours)."""

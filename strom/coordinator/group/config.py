@@ -1,15 +1,9 @@
-"""The group coordinator's settings, read from Kafka's broker configs, with Strom's single-node defaults.
+"""The group coordinator's settings, read from Kafka's broker configs.
 
-Two defaults differ from Kafka's when the broker is a whole cluster on its own (a quorum of one: no more than
-one entry in ``controller.quorum.voters``) and the setting is not configured explicitly, just as Kafka's own
-single-node ``config/server.properties`` overrides them for development:
-
-- ``group.initial.rebalance.delay.ms`` is 0 instead of 3000. The delay only exists to let several members of
-  a new group arrive before the first rebalance; on a development node it mostly makes every consumer wait
-  three seconds for its first message.
-- ``offsets.topic.replication.factor`` is 1 instead of 3. Kafka refuses to create ``__consumer_offsets``
-  with more replicas than brokers, which would leave a single node without consumer groups. A factor set
-  explicitly is used as given (and refused like Kafka does when there are too few brokers).
+Kafka's defaults apply. `strom serve` itself sets the two that Kafka's single-node `server.properties` also
+overrides for a development node (``group.initial.rebalance.delay.ms=0``,
+``offsets.topic.replication.factor=1``; see `strom.metadata.properties.SINGLE_NODE_DEFAULTS`), so that
+DescribeConfigs reports the values in force.
 """
 
 from __future__ import annotations
@@ -41,22 +35,15 @@ class GroupConfig:
 
     @classmethod
     def from_broker_config(cls, config: BrokerConfig) -> GroupConfig:
-        """The broker's settings; see the module docstring for the single-node defaults."""
-        single_node = len(config.get_list("controller.quorum.voters")) <= 1
-        delay = config.get_int("group.initial.rebalance.delay.ms")
-        if single_node and "group.initial.rebalance.delay.ms" not in config:
-            delay = 0
-        factor = config.get_int("offsets.topic.replication.factor")
-        if single_node and "offsets.topic.replication.factor" not in config:
-            factor = 1
+        """The broker's settings, by Kafka's names."""
         return cls(
             offsets_topic_num_partitions=config.get_int("offsets.topic.num.partitions"),
-            offsets_topic_replication_factor=factor,
+            offsets_topic_replication_factor=config.get_int("offsets.topic.replication.factor"),
             offsets_topic_segment_bytes=config.get_int("offsets.topic.segment.bytes"),
             offsets_retention_ms=config.get_int("offsets.retention.minutes") * 60_000,
             offsets_retention_check_interval_ms=config.get_int("offsets.retention.check.interval.ms"),
             offset_metadata_max_bytes=config.get_int("offset.metadata.max.bytes"),
-            initial_rebalance_delay_ms=delay,
+            initial_rebalance_delay_ms=config.get_int("group.initial.rebalance.delay.ms"),
             min_session_timeout_ms=config.get_int("group.min.session.timeout.ms"),
             max_session_timeout_ms=config.get_int("group.max.session.timeout.ms"),
             max_size=config.get_int("group.max.size"),

@@ -228,15 +228,16 @@ class ConsumerGroup:
             names.update(replacing.subscribed_topic_names)
         return names
 
-    def preferred_assignor(self, replacing: ConsumerMember, default: str) -> str:
-        """The server assignor most members ask for (the first asked for among equals), else the default."""
+    def preferred_assignor(self, default: str, replacing: ConsumerMember | None = None) -> str:
+        """The server assignor most members ask for (the first asked for among equals), else the default;
+        with ``replacing`` in place of its stored version."""
+        members = dict(self.members)
+        if replacing is not None:
+            members[replacing.member_id] = replacing
         votes: dict[str, int] = {}
-        for member_id, member in self.members.items():
-            chosen = replacing if member_id == replacing.member_id else member
-            if chosen.server_assignor is not None:
-                votes[chosen.server_assignor] = votes.get(chosen.server_assignor, 0) + 1
-        if replacing.member_id not in self.members and replacing.server_assignor is not None:
-            votes[replacing.server_assignor] = votes.get(replacing.server_assignor, 0) + 1
+        for member in members.values():
+            if member.server_assignor is not None:
+                votes[member.server_assignor] = votes.get(member.server_assignor, 0) + 1
         return max(votes, key=lambda name: votes[name]) if votes else default
 
 

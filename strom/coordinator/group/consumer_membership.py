@@ -104,34 +104,16 @@ class ConsumerGroupConfig:
 
     @classmethod
     def from_broker_config(cls, config: BrokerConfig) -> ConsumerGroupConfig:
-        """The configured values; names Strom's config table does not define yet are read as given."""
-        defaults = cls()
-
-        def number(name: str, default: int) -> int:
-            return int(config[name]) if name in config else default
-
-        assignors = defaults.assignors
-        if "group.consumer.assignors" in config:
-            assignors = tuple(n.strip() for n in config["group.consumer.assignors"].split(",") if n.strip())
+        """The broker's ``group.consumer.*`` settings, by Kafka's names."""
         return cls(
-            session_timeout_ms=number("group.consumer.session.timeout.ms", defaults.session_timeout_ms),
-            min_session_timeout_ms=number(
-                "group.consumer.min.session.timeout.ms", defaults.min_session_timeout_ms
-            ),
-            max_session_timeout_ms=number(
-                "group.consumer.max.session.timeout.ms", defaults.max_session_timeout_ms
-            ),
-            heartbeat_interval_ms=number(
-                "group.consumer.heartbeat.interval.ms", defaults.heartbeat_interval_ms
-            ),
-            min_heartbeat_interval_ms=number(
-                "group.consumer.min.heartbeat.interval.ms", defaults.min_heartbeat_interval_ms
-            ),
-            max_heartbeat_interval_ms=number(
-                "group.consumer.max.heartbeat.interval.ms", defaults.max_heartbeat_interval_ms
-            ),
-            max_size=number("group.consumer.max.size", defaults.max_size),
-            assignors=assignors,
+            session_timeout_ms=config.get_int("group.consumer.session.timeout.ms"),
+            min_session_timeout_ms=config.get_int("group.consumer.min.session.timeout.ms"),
+            max_session_timeout_ms=config.get_int("group.consumer.max.session.timeout.ms"),
+            heartbeat_interval_ms=config.get_int("group.consumer.heartbeat.interval.ms"),
+            min_heartbeat_interval_ms=config.get_int("group.consumer.min.heartbeat.interval.ms"),
+            max_heartbeat_interval_ms=config.get_int("group.consumer.max.heartbeat.interval.ms"),
+            max_size=config.get_int("group.consumer.max.size"),
+            assignors=tuple(config.get_list("group.consumer.assignors")),
         )
 
 
@@ -392,7 +374,7 @@ class ConsumerGroups:
             for member_id, member in members.items()
         }
         counts = dict(metadata.values())
-        assignor = self._assignors[group.preferred_assignor(updated, self._default_assignor)]
+        assignor = self._assignors[group.preferred_assignor(self._default_assignor, updated)]
         assignment = assignor.assign(specs, counts)
         for member_id in members:
             new = _normalized(assignment.get(member_id, {}))
@@ -665,15 +647,12 @@ class ConsumerGroups:
                     listed.append(describe_schema.TopicPartitions(topic_id, topic.name, sorted(indexes)))
             return describe_schema.Assignment(listed)
 
-        assignor = self._default_assignor
-        if group.members:
-            assignor = group.preferred_assignor(next(iter(group.members.values())), self._default_assignor)
         return DescribedGroup(
             group_id=group.group_id,
             group_state=group.state.value,
             group_epoch=group.group_epoch,
             assignment_epoch=group.assignment_epoch,
-            assignor_name=assignor,
+            assignor_name=group.preferred_assignor(self._default_assignor),
             members=[
                 DescribedMember(
                     member_id=m.member_id,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from strom.coordinator.group import OFFSETS_TOPIC
-from strom.metadata.properties import BrokerConfig
+from strom.metadata.properties import BrokerConfig, with_single_node_defaults
 from strom.protocol.errors import ErrorCode
 from strom.protocol.frames import decode_response_frame_body, encode_request_frame
 from strom.protocol.messages import (
@@ -46,7 +46,9 @@ class StubConnection:
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    config = BrokerConfig({"log.dirs": str(tmp_path), "offsets.topic.num.partitions": "3"})
+    config = BrokerConfig(
+        with_single_node_defaults({"log.dirs": str(tmp_path), "offsets.topic.num.partitions": "3"})
+    )
     node = Broker(config, advertised_host="127.0.0.1", advertised_port=9092)
     node.controller.create_topics([node.controller.new_topic(TOPIC, 2, 1)])
     yield node

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from strom.coordinator.group import OFFSETS_TOPIC, GroupConfig
-from strom.metadata.properties import BrokerConfig
+from strom.metadata.properties import BrokerConfig, with_single_node_defaults
 from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import offset_commit
 from strom.server.broker import Broker
@@ -17,7 +17,11 @@ GROUP = "g"
 
 
 def start(data_dir: Path, **overrides: str) -> Broker:
-    config = BrokerConfig({"log.dirs": str(data_dir), "offsets.topic.num.partitions": "3", **overrides})
+    config = BrokerConfig(
+        with_single_node_defaults(
+            {"log.dirs": str(data_dir), "offsets.topic.num.partitions": "3", **overrides}
+        )
+    )
     return Broker(config, advertised_host="127.0.0.1", advertised_port=9092)
 
 
@@ -115,6 +119,6 @@ def test_an_offsets_topic_the_cluster_cannot_host_leaves_groups_without_a_coordi
     ids=["single-node-defaults", "explicit", "cluster"],
 )
 def test_single_node_defaults(properties: dict[str, str], delay: int, factor: int) -> None:
-    config = GroupConfig.from_broker_config(BrokerConfig(properties))
+    config = GroupConfig.from_broker_config(BrokerConfig(with_single_node_defaults(properties)))
     assert (config.initial_rebalance_delay_ms, config.offsets_topic_replication_factor) == (delay, factor)
     assert config.offsets_retention_ms == 7 * 24 * 60 * 60 * 1000
