@@ -467,13 +467,7 @@ class GroupCoordinator:
             StoredRecord(OffsetCommitKey(group_id, t, p), None) for t, p in self._offsets.partitions(group_id)
         ]
         records.append(StoredRecord(GroupMetadataKey(group_id), None))
-        try:
-            self._write(self.partition_for(group_id), records)
-        except KafkaError as exc:
-            return append_error(exc.code)
-        for record in records:
-            self.replay(record)
-        return ErrorCode.NONE
+        return self._write_and_apply(group_id, records)
 
     # ================================================================== consumer-protocol groups
     def consumer_group_heartbeat(
@@ -528,11 +522,12 @@ class GroupCoordinator:
 
     def _store_consumer_records(self, group_id: str, records: Sequence[StoredRecord]) -> None:
         """Write a consumer group's records and apply them; KafkaError with the client's error if not."""
-        error = self._write_consumer_records(group_id, records)
+        error = self._write_and_apply(group_id, records)
         if error is not ErrorCode.NONE:
             raise KafkaError(error)
 
-    def _write_consumer_records(self, group_id: str, records: Sequence[StoredRecord]) -> ErrorCode:
+    def _write_and_apply(self, group_id: str, records: Sequence[StoredRecord]) -> ErrorCode:
+        """Append a group's records to its __consumer_offsets partition, then apply them (only if written)."""
         try:
             self._write(self.partition_for(group_id), records)
         except KafkaError as exc:
@@ -546,7 +541,7 @@ class GroupCoordinator:
         if with_offsets:
             offsets = self._offsets.partitions(group_id)
             records[:0] = [StoredRecord(OffsetCommitKey(group_id, t, p), None) for t, p in offsets]
-        return self._write_consumer_records(group_id, records)
+        return self._write_and_apply(group_id, records)
 
     def _drop_simple_group(self, group_id: str) -> None:
         """A consumer group takes the place of an empty classic group of the same id (offsets stay)."""
