@@ -23,10 +23,10 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 #: Bytes read per receive call while frames are small; big frames are received straight into their buffer.
-RECV_BUFFER_BYTES = 256 * 1024
+RECV_BUFFER_BYTES = 64 * 1024
 #: Frames up to this size that don't fit the receive buffer are received into one buffer the connection
 #: keeps and reuses; bigger ones get a buffer of their own, freed after use.
-REUSED_FRAME_BYTES = 4 * 1024 * 1024
+REUSED_FRAME_BYTES = 2 * 1024 * 1024
 #: Encoded responses queued beyond this make the reader pause until the writer catches up.
 MAX_QUEUED_RESPONSE_BYTES = 16 * 1024 * 1024
 #: sendmsg accepts at most IOV_MAX buffers per call.

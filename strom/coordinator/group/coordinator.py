@@ -283,7 +283,7 @@ class GroupCoordinator:
             results = []
             for p in topic.partitions:
                 metadata = p.committed_metadata or ""
-                if len(metadata) > max_metadata:
+                if _java_length(metadata) > max_metadata:
                     results.append(CommitPartition(p.partition_index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
                     continue
                 value = OffsetCommitValue(p.committed_offset, p.committed_leader_epoch, metadata, now, expire)
@@ -664,3 +664,8 @@ def _describe(group: ClassicGroup) -> DescribedGroup:
             for m in group.members.values()
         ],
     )
+
+
+def _java_length(text: str) -> int:
+    """Kafka limits commit metadata by Java's String.length(): UTF-16 code units, not characters."""
+    return len(text.encode("utf-16-le")) // 2

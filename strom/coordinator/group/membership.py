@@ -110,8 +110,7 @@ class Membership:
             return
         is_unknown_member = request.member_id == ""
         group = self._groups.get(request.group_id)
-        created = group is None
-        if group is None:
+        if group is None:  # Kafka creates the group even if this join is then refused: it stays Empty
             if not is_unknown_member:
                 respond(_join_error(ErrorCode.UNKNOWN_MEMBER_ID, request.member_id))
                 return
@@ -124,8 +123,6 @@ class Membership:
             self._join_new_member(group, request, client_id, client_host, api_version, respond)
         else:
             self._join_existing_member(group, request, client_id, client_host, api_version, respond)
-        if created and group.is_in(EMPTY) and not group.members and not group.pending_join_members:
-            del self._groups[group.group_id]  # refused before anyone joined: keep no trace
 
     def _accepts_joining_member(self, group: ClassicGroup, member_id: str) -> bool:
         """group.max.size: new members are refused once the group is full; known ones always pass."""

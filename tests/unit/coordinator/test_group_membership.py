@@ -56,11 +56,12 @@ def test_invalid_group_id_and_session_timeouts() -> None:
     assert h.join(G, session_ms=6000).value.error_code == ErrorCode.MEMBER_ID_REQUIRED
 
 
-def test_inconsistent_protocols_are_refused_and_leave_no_group_behind() -> None:
+def test_inconsistent_protocols_are_refused_and_leave_an_empty_group_as_kafka_does() -> None:
     h = Harness()
     assert h.join(G, protocol_type="").value.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
     assert h.join(G, protocols=()).value.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
-    assert h.coordinator.get_group(G) is None
+    created = h.coordinator.get_group(G)
+    assert created is not None and not created.members
     h.stable_group(G, 1)
     assert h.join(G, protocol_type="connect").value.error_code == ErrorCode.INCONSISTENT_GROUP_PROTOCOL
     refused = h.join(G, protocols=[("sticky", b"")]).value
