@@ -13,13 +13,14 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from strom.log.config import LogConfig
 from strom.log.files import fsync_dir, parse_log_dir_name
+from strom.log.producer_state import BatchMetadata, ProducerStateManager
 from strom.log.recovery import load_log
 from strom.log.retention import below_log_start, beyond_size, deletable_prefix, older_than
 from strom.log.segment import FileRange, LogSegment
@@ -77,7 +78,8 @@ class PartitionLog:
         """Open the log in ``directory`` ("<topic>-<partition>"), creating it if needed.
 
         Without a clean shutdown, everything from ``recovery_point`` on is re-validated (the defaults recover
-        the whole log). ``log_start_offset`` is the checkpointed value, restored after DeleteRecords.
+        the whole log). ``log_start_offset`` is the checkpointed value, restored after DeleteRecords. Producer
+        state is rebuilt from the batch headers of the recovered log.
         """
         self.directory = Path(directory)
         self.topic, self.partition = parse_log_dir_name(self.directory.name)
@@ -104,6 +106,8 @@ class PartitionLog:
         self._dir_dirty = True
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._closed = False
+        self.producers = ProducerStateManager()
+        self.producers.rebuild(self._batch_headers())
 
     # -- offsets ---------------------------------------------------------------------------------------------
 
@@ -141,7 +145,8 @@ class PartitionLog:
         """Validate one produced batch, assign its offsets in place and write it to the active segment.
 
         ``records`` must be writable (a view of a bytearray): offsets, the leader epoch and, for LogAppendTime
-        topics, the timestamp are written into it. Errors leave the log unchanged.
+        topics, the timestamp are written into it. Errors leave the log unchanged. A retry of one of an
+        idempotent producer's last five batches is not written again: the result describes the original.
         """
         if self._closed:
             raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"log {self.directory.name} is closed")
@@ -167,6 +172,10 @@ class PartitionLog:
                 ErrorCode.RECORD_LIST_TOO_LARGE,
                 f"the record batch is {size} bytes, more than segment.bytes ({config.segment_bytes})",
             )
+        if batch.producer_id >= 0 and origin is AppendOrigin.CLIENT:
+            duplicate = self.producers.check_client_batch(batch)
+            if duplicate is not None:
+                return self._duplicate_result(duplicate)
 
         now_ms = self._now_ms()
         base_offset = self._log_end_offset
@@ -183,6 +192,8 @@ class PartitionLog:
                 segment = self._roll(now_ms)
             segment.append(records, (written,))
             self._log_end_offset = written.next_offset
+            if written.producer_id >= 0:
+                self.producers.record(written)
             if self._log_end_offset - self.recovery_point >= config.flush_interval_messages:
                 self.flush()
         except OSError as exc:
@@ -195,6 +206,18 @@ class PartitionLog:
             log_append_time=now_ms if config.log_append_time else -1,
             log_start_offset=self._log_start_offset,
             record_count=written.records_count,
+        )
+
+    def _duplicate_result(self, original: BatchMetadata) -> AppendResult:
+        """What Kafka answers for a retried batch: NONE with the offsets the original got."""
+        return AppendResult(
+            base_offset=original.first_offset,
+            last_offset=original.last_offset,
+            max_timestamp=original.max_timestamp,
+            offset_of_max_timestamp=original.last_offset,
+            log_append_time=-1,
+            log_start_offset=self._log_start_offset,
+            record_count=original.last_offset - original.first_offset + 1,
         )
 
     def _storage_error(self, segment: LogSegment, exc: OSError) -> KafkaError:
@@ -300,6 +323,7 @@ class PartitionLog:
             )
         if offset > self._log_start_offset:
             self._log_start_offset = offset
+            self.producers.forget_before(offset)
             self._delete_prefix(below_log_start(offset), self._now_ms())
         return self._log_start_offset
 
@@ -326,6 +350,7 @@ class PartitionLog:
         del self._segments[:count]
         del self._base_offsets[:count]
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self.producers.forget_before(self._log_start_offset)
         self._retire(doomed, now_ms)
         return sum(segment.size for segment in doomed)
 
@@ -381,6 +406,14 @@ class PartitionLog:
         if self._high_watermark is not None:
             self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._dir_dirty = True
+        self.producers.rebuild(self._batch_headers())
+
+    def _batch_headers(self) -> Iterator[BatchHeader]:
+        """Headers of the batches not wholly below the log start offset, oldest first (no record decoding)."""
+        for segment in self._segments:
+            for _, header in segment.batches_from(0):
+                if header.last_offset >= self._log_start_offset:
+                    yield header
 
     # -- durability ------------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from strom.coordinator.group import GroupConfig, GroupCoordinator, OffsetsTopic
 from strom.coordinator.group.consumer_group import ImageTopicCatalog
 from strom.coordinator.group.consumer_membership import ConsumerGroupConfig
+from strom.coordinator.producer_ids import PRODUCER_ID_BLOCK_SIZE, ProducerIdManager
 from strom.log import AppendResult, LogConfig, LogManager, PartitionLog
 from strom.metadata.controller import Controller
 from strom.metadata.image import BrokerImage, MetadataImage, PartitionImage
@@ -73,6 +74,10 @@ class Broker:
             topics=ImageTopicCatalog(self.image),
         )
         self.offsets_topic.claim(self.groups)
+        # Idempotent producers: ids come from blocks the controller records in the metadata log.
+        self.producer_ids = ProducerIdManager(
+            lambda: self.controller.allocate_producer_ids(self.node_id, PRODUCER_ID_BLOCK_SIZE)
+        )
 
     # ------------------------------------------------------------------ metadata → logs
     def reconcile_logs(self) -> None:

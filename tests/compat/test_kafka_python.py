@@ -1,7 +1,7 @@
 """kafka-python against a real Strom broker process.
 
 Reads go through ``assign`` + ``seek`` with no group_id: consumer groups are a later feature. The producer
-is not idempotent (no InitProducerId), which keeps these tests to Produce, Fetch, ListOffsets and admin.
+keeps kafka-python's defaults, so it is idempotent (InitProducerId, then sequenced batches).
 """
 
 from __future__ import annotations
@@ -71,9 +71,7 @@ def produce(
     partition: int | None = None,
     **producer_config: Any,
 ) -> list[Delivery]:
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, **producer_config
-    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **producer_config)
     try:
         futures = [
             (
