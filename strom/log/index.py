@@ -70,28 +70,70 @@ class _IndexFile:
         self._file.close()
 
 
-class OffsetIndex:
-    """Last offset of an indexed batch -> its byte position in the segment."""
+class _SparseIndex:
+    """What both indexes share: two parallel columns, one of them relative offsets, mirrored to a file."""
 
-    ENTRY_SIZE = _OFFSET_ENTRY.size
+    ENTRY: struct.Struct
+    _relative_offsets: array[int]
 
     def __init__(self, path: Path, base_offset: int, max_index_bytes: int) -> None:
         self.base_offset = base_offset
-        self.max_entries = max(max_index_bytes // self.ENTRY_SIZE, 1)
-        self._relative_offsets = array("i")
-        self._positions = array("i")
-        self._file = _IndexFile(path, self.ENTRY_SIZE)
+        self.max_entries = max(max_index_bytes // self.ENTRY.size, 1)
+        self._file = _IndexFile(path, self.ENTRY.size)
+
+    def _columns(self) -> tuple[array[int], array[int]]:
+        """The two columns in on-disk entry order."""
+        raise NotImplementedError
 
     @property
     def path(self) -> Path:
         return self._file.path
 
     def __len__(self) -> int:
-        return len(self._positions)
+        return len(self._relative_offsets)
 
     @property
     def is_full(self) -> bool:
-        return len(self._positions) >= self.max_entries
+        return len(self) >= self.max_entries
+
+    def truncate_to(self, offset: int) -> None:
+        """Drop entries for offsets >= ``offset``."""
+        keep = bisect_right(self._relative_offsets, offset - self.base_offset - 1)
+        for column in self._columns():
+            del column[keep:]
+        self._file.dropped_to(keep)
+
+    def reset(self) -> None:
+        self.truncate_to(self.base_offset)
+
+    def persist(self) -> None:
+        first, second = self._columns()
+        pack = self.ENTRY.pack
+        encoded = b"".join(pack(first[i], second[i]) for i in range(self._file.persisted, len(self)))
+        self._file.write_tail(encoded, len(self))
+
+    def fsync(self) -> None:
+        self._file.fsync()
+
+    def rename(self, path: Path) -> None:
+        self._file.rename(path)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class OffsetIndex(_SparseIndex):
+    """Last offset of an indexed batch -> its byte position in the segment."""
+
+    ENTRY = _OFFSET_ENTRY
+
+    def __init__(self, path: Path, base_offset: int, max_index_bytes: int) -> None:
+        super().__init__(path, base_offset, max_index_bytes)
+        self._relative_offsets = array("i")
+        self._positions = array("i")
+
+    def _columns(self) -> tuple[array[int], array[int]]:
+        return self._relative_offsets, self._positions
 
     def load(self, segment_size: int) -> None:
         """Read the file; CorruptIndexError unless entries increase and point inside the segment."""
@@ -129,55 +171,19 @@ class OffsetIndex:
             return self.base_offset, 0
         return self.base_offset + self._relative_offsets[-1], self._positions[-1]
 
-    def truncate_to(self, offset: int) -> None:
-        """Drop entries for offsets >= ``offset``."""
-        keep = bisect_right(self._relative_offsets, offset - self.base_offset - 1)
-        del self._relative_offsets[keep:]
-        del self._positions[keep:]
-        self._file.dropped_to(keep)
 
-    def reset(self) -> None:
-        self.truncate_to(self.base_offset)
-
-    def persist(self) -> None:
-        start = self._file.persisted
-        encoded = b"".join(
-            _OFFSET_ENTRY.pack(self._relative_offsets[i], self._positions[i]) for i in range(start, len(self))
-        )
-        self._file.write_tail(encoded, len(self))
-
-    def fsync(self) -> None:
-        self._file.fsync()
-
-    def rename(self, path: Path) -> None:
-        self._file.rename(path)
-
-    def close(self) -> None:
-        self._file.close()
-
-
-class TimeIndex:
+class TimeIndex(_SparseIndex):
     """Largest timestamp so far -> the offset where it occurs; timestamps strictly increase."""
 
-    ENTRY_SIZE = _TIME_ENTRY.size
+    ENTRY = _TIME_ENTRY
 
     def __init__(self, path: Path, base_offset: int, max_index_bytes: int) -> None:
-        self.base_offset = base_offset
-        self.max_entries = max(max_index_bytes // self.ENTRY_SIZE, 1)
+        super().__init__(path, base_offset, max_index_bytes)
         self._timestamps = array("q")
         self._relative_offsets = array("i")
-        self._file = _IndexFile(path, self.ENTRY_SIZE)
 
-    @property
-    def path(self) -> Path:
-        return self._file.path
-
-    def __len__(self) -> int:
-        return len(self._timestamps)
-
-    @property
-    def is_full(self) -> bool:
-        return len(self._timestamps) >= self.max_entries
+    def _columns(self) -> tuple[array[int], array[int]]:
+        return self._timestamps, self._relative_offsets
 
     def load(self, next_offset: int) -> None:
         """Read the file; CorruptIndexError unless entries increase and stay below ``next_offset``."""
@@ -214,29 +220,3 @@ class TimeIndex:
         if not self._timestamps:
             return -1, self.base_offset
         return self._timestamps[-1], self.base_offset + self._relative_offsets[-1]
-
-    def truncate_to(self, offset: int) -> None:
-        """Drop entries pointing at offsets >= ``offset``."""
-        keep = bisect_right(self._relative_offsets, offset - self.base_offset - 1)
-        del self._timestamps[keep:]
-        del self._relative_offsets[keep:]
-        self._file.dropped_to(keep)
-
-    def reset(self) -> None:
-        self.truncate_to(self.base_offset)
-
-    def persist(self) -> None:
-        start = self._file.persisted
-        encoded = b"".join(
-            _TIME_ENTRY.pack(self._timestamps[i], self._relative_offsets[i]) for i in range(start, len(self))
-        )
-        self._file.write_tail(encoded, len(self))
-
-    def fsync(self) -> None:
-        self._file.fsync()
-
-    def rename(self, path: Path) -> None:
-        self._file.rename(path)
-
-    def close(self) -> None:
-        self._file.close()

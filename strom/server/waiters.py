@@ -1,9 +1,12 @@
-"""Long-poll support: fetches park here until an append reaches one of their partitions."""
+"""Waiting in handlers: long polls parked until an append, and answers a component gives later by callback."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class AppendWaiters:
@@ -40,3 +43,19 @@ class AppendWaiters:
                     futures.remove(future)
                     if not futures:
                         del self._waiting[key]
+
+
+async def answered_later(start: Callable[[Callable[[T], None]], None]) -> T:
+    """Await an answer a sans-I/O component gives through a callback (a parked JoinGroup or SyncGroup).
+
+    `start` registers the request with a `respond` callback; answers that arrive after the client went away
+    (the future already cancelled) are dropped.
+    """
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+    def respond(answer: T) -> None:
+        if not future.done():
+            future.set_result(answer)
+
+    start(respond)
+    return await future

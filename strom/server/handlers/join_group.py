@@ -18,10 +18,10 @@ its first messages at once (see `strom.coordinator.group.config`).
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from strom.protocol.messages import join_group as schema
+from strom.server.waiters import answered_later
 
 if TYPE_CHECKING:
     from strom.server.dispatch import RequestContext
@@ -32,20 +32,15 @@ Response = schema.JoinGroupResponse
 
 
 async def handle(ctx: RequestContext, request: schema.JoinGroupRequest) -> Response:
-    future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-    def respond(response: Response) -> None:
-        if not future.done():  # the client may have gone away meanwhile
-            future.set_result(response)
-
-    ctx.broker.groups.join_group(
-        request,
-        client_id=ctx.header.client_id or "",
-        client_host=client_host(ctx),
-        api_version=ctx.api_version,
-        respond=respond,
+    response: Response = await answered_later(
+        lambda respond: ctx.broker.groups.join_group(
+            request,
+            client_id=ctx.header.client_id or "",
+            client_host=client_host(ctx),
+            api_version=ctx.api_version,
+            respond=respond,
+        )
     )
-    response = await future
     if ctx.api_version < 7 and response.protocol_name is None:
         response.protocol_name = ""
     return response

@@ -14,10 +14,10 @@ A follower's request is parked until the leader's brings the assignment and it h
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from strom.protocol.messages import sync_group as schema
+from strom.server.waiters import answered_later
 
 if TYPE_CHECKING:
     from strom.server.dispatch import RequestContext
@@ -28,11 +28,4 @@ Response = schema.SyncGroupResponse
 
 
 async def handle(ctx: RequestContext, request: schema.SyncGroupRequest) -> Response:
-    future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-    def respond(response: Response) -> None:
-        if not future.done():  # the client may have gone away meanwhile
-            future.set_result(response)
-
-    ctx.broker.groups.sync_group(request, respond=respond)
-    return await future
+    return await answered_later(lambda respond: ctx.broker.groups.sync_group(request, respond=respond))
