@@ -13,23 +13,26 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from strom.log.aborted_txns import AbortedTxnIndex
 from strom.log.config import LogConfig
 from strom.log.files import fsync_dir, parse_log_dir_name
-from strom.log.producer_state import BatchMetadata, ProducerStateManager
+from strom.log.producer_state import BatchMetadata, CompletedTxn, ProducerStateManager
 from strom.log.recovery import load_log
 from strom.log.retention import below_log_start, beyond_size, deletable_prefix, older_than
 from strom.log.segment import FileRange, LogSegment
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.record_batch import (
     BatchHeader,
+    ControlType,
     TimestampType,
     assign_offsets,
     parse_batch_header,
+    parse_control_batch,
     set_max_timestamp,
     validate_record_set,
 )
@@ -38,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 class AppendOrigin(Enum):
-    """Who is appending: client batches get Kafka's extra producer checks, coordinator batches do not."""
+    """Who is appending: client batches get Kafka's producer checks; only coordinators may write control
+    batches (transaction markers) and transactional batches without sequence numbers (offset commits)."""
 
     CLIENT = "client"
     COORDINATOR = "coordinator"
@@ -62,6 +66,7 @@ class ReadResult:
     log_start_offset: int
     high_watermark: int
     log_end_offset: int
+    next_offset: int  # the offset after the last batch returned (the read offset when none)
 
 
 class PartitionLog:
@@ -107,7 +112,8 @@ class PartitionLog:
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._closed = False
         self.producers = ProducerStateManager()
-        self.producers.rebuild(self._batch_headers())
+        self.aborted_txns = AbortedTxnIndex()
+        self._rebuild_producer_state()
 
     # -- offsets ---------------------------------------------------------------------------------------------
 
@@ -127,6 +133,13 @@ class PartitionLog:
     @high_watermark.setter
     def high_watermark(self, offset: int) -> None:
         self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+
+    @property
+    def last_stable_offset(self) -> int:
+        """Offsets below this are decided: read_committed consumers read no further (Kafka's LSO)."""
+        first_unstable = self.producers.first_unstable_offset()
+        high_watermark = self.high_watermark
+        return high_watermark if first_unstable is None else min(first_unstable, high_watermark)
 
     def update_config(self, config: LogConfig) -> None:
         """Apply new topic settings; segment sizes and index limits take effect from the next roll."""
@@ -172,10 +185,16 @@ class PartitionLog:
                 ErrorCode.RECORD_LIST_TOO_LARGE,
                 f"the record batch is {size} bytes, more than segment.bytes ({config.segment_bytes})",
             )
-        if batch.producer_id >= 0 and origin is AppendOrigin.CLIENT:
+        marker: tuple[ControlType, int] | None = None
+        if batch.is_control:
+            marker = parse_control_batch(records)
+            self.producers.check_marker(batch, marker[1])
+        elif batch.producer_id >= 0 and origin is AppendOrigin.CLIENT:
             duplicate = self.producers.check_client_batch(batch)
             if duplicate is not None:
                 return self._duplicate_result(duplicate)
+        elif batch.producer_id >= 0:
+            self.producers.check_coordinator_batch(batch)
 
         now_ms = self._now_ms()
         base_offset = self._log_end_offset
@@ -192,7 +211,9 @@ class PartitionLog:
                 segment = self._roll(now_ms)
             segment.append(records, (written,))
             self._log_end_offset = written.next_offset
-            if written.producer_id >= 0:
+            if marker is not None:
+                self._record_marker(written, *marker)
+            elif written.producer_id >= 0:
                 self.producers.record(written)
             if self._log_end_offset - self.recovery_point >= config.flush_interval_messages:
                 self.flush()
@@ -207,6 +228,11 @@ class PartitionLog:
             log_start_offset=self._log_start_offset,
             record_count=written.records_count,
         )
+
+    def _record_marker(self, batch: BatchHeader, control_type: ControlType, coordinator_epoch: int) -> None:
+        completed: CompletedTxn = self.producers.record_marker(batch, control_type, coordinator_epoch)
+        if completed.aborted:
+            self.aborted_txns.add(completed)
 
     def _duplicate_result(self, original: BatchMetadata) -> AppendResult:
         """What Kafka answers for a retried batch: NONE with the offsets the original got."""
@@ -279,12 +305,15 @@ class PartitionLog:
                     continue
                 position, size = found
                 if size:
-                    return self._read_result(FileRange(segment.file, position, size), size)
+                    next_offset = segment.offset_at(position + size)
+                    return self._read_result(FileRange(segment.file, position, size), size, next_offset)
                 break
-        return self._read_result(None, 0)
+        return self._read_result(None, 0, offset)
 
-    def _read_result(self, records: FileRange | None, size: int) -> ReadResult:
-        return ReadResult(records, size, self._log_start_offset, self.high_watermark, self._log_end_offset)
+    def _read_result(self, records: FileRange | None, size: int, next_offset: int) -> ReadResult:
+        return ReadResult(
+            records, size, self._log_start_offset, self.high_watermark, self._log_end_offset, next_offset
+        )
 
     def read_bytes(self, offset: int, max_bytes: int) -> bytes:
         """The bytes read() would send, up to the log end offset: for consumers inside the broker."""
@@ -323,7 +352,7 @@ class PartitionLog:
             )
         if offset > self._log_start_offset:
             self._log_start_offset = offset
-            self.producers.forget_before(offset)
+            self._forget_producers_before(offset)
             self._delete_prefix(below_log_start(offset), self._now_ms())
         return self._log_start_offset
 
@@ -350,7 +379,7 @@ class PartitionLog:
         del self._segments[:count]
         del self._base_offsets[:count]
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
-        self.producers.forget_before(self._log_start_offset)
+        self._forget_producers_before(self._log_start_offset)
         self._retire(doomed, now_ms)
         return sum(segment.size for segment in doomed)
 
@@ -406,14 +435,32 @@ class PartitionLog:
         if self._high_watermark is not None:
             self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._dir_dirty = True
-        self.producers.rebuild(self._batch_headers())
+        self._rebuild_producer_state()
 
-    def _batch_headers(self) -> Iterator[BatchHeader]:
-        """Headers of the batches not wholly below the log start offset, oldest first (no record decoding)."""
+    def _forget_producers_before(self, offset: int) -> None:
+        self.producers.forget_before(offset)
+        self.aborted_txns.forget_before(offset)
+
+    def _rebuild_producer_state(self) -> None:
+        """Replay the producer batches and markers not wholly below the log start offset, oldest first; only
+        markers are decoded (a marker is one small uncompressed record)."""
+        self.producers.clear()
+        self.aborted_txns.clear()
         for segment in self._segments:
-            for _, header in segment.batches_from(0):
-                if header.last_offset >= self._log_start_offset:
-                    yield header
+            for position, header in segment.batches_from(0):
+                if header.producer_id < 0 or header.last_offset < self._log_start_offset:
+                    continue
+                if not header.is_control:
+                    self.producers.record(header)
+                    continue
+                try:
+                    marker = parse_control_batch(segment.read_bytes(position, header.total_size))
+                except KafkaError as exc:
+                    logger.error(
+                        "skipping a bad marker at offset %d of %s: %s", header.base_offset, self, exc
+                    )
+                    continue
+                self._record_marker(header, *marker)
 
     # -- durability ------------------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
-"""Idempotent-producer state of one partition: per producer id, its epoch and its last five batches.
+"""Producer state of one partition: per producer id, its epoch, last five batches and open transaction.
 
-What Kafka's ProducerStateManager keeps for idempotence, and the checks its ProducerAppendInfo applies to a
-client batch before it is written:
+What Kafka's ProducerStateManager keeps, and the checks its ProducerAppendInfo applies to a batch before it is
+written:
 - a batch with the same epoch and the same first and last sequence as one of the producer's last five is a
   retry of a batch already written: the log answers with that batch's offsets and writes nothing;
 - an epoch lower than the last one seen is a fenced producer: INVALID_PRODUCER_EPOCH;
@@ -11,20 +11,26 @@ client batch before it is written:
   (KIP-360): the broker cannot tell a lost producer from a new one, so it no longer answers
   UNKNOWN_PRODUCER_ID.
 
-The state is rebuilt from batch headers when a log opens (there are no producer snapshot files yet, so the
-scan starts at the log start offset) and after a truncation, and producers whose batches all fall below the
-log start offset are forgotten, so what is in memory always equals what a rebuild would produce.
-Transactions (control batches, ongoing transactions) are not tracked yet.
+Transactions: the first transactional batch of a producer opens its transaction here (its offset is where
+read_committed consumers must stop: the first unstable offset), and the coordinator's marker (a control
+batch) closes it as a `CompletedTxn`. A marker carries the coordinator's epochs: one older than the
+producer's is INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last one seen is
+TRANSACTION_COORDINATOR_FENCED. A producer with an open transaction may not write outside it
+(INVALID_TXN_STATE).
+
+The state is rebuilt from batch headers (and marker records) when a log opens and after a truncation, and
+producers whose batches and markers all fall below the log start offset are forgotten unless they have a
+transaction open, so what is in memory equals what a rebuild would produce.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from strom.protocol.errors import ErrorCode, KafkaError
-from strom.protocol.record_batch import BatchHeader
+from strom.protocol.record_batch import BatchHeader, ControlType
 
 BATCHES_TO_RETAIN = 5  # Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN; clients keep at most 5 in flight
 INT32_MAX = 2**31 - 1
@@ -41,21 +47,37 @@ class BatchMetadata:
     max_timestamp: int
 
 
+@dataclass(slots=True, frozen=True)
+class CompletedTxn:
+    """A transaction a marker closed: its data spans first_offset up to the marker at last_offset."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    aborted: bool
+
+
 @dataclass(slots=True)
 class ProducerEntry:
-    """One producer's epoch and its most recent batches, oldest first."""
+    """One producer's epoch, its most recent batches (oldest first) and its open transaction, if any."""
 
     producer_id: int
     epoch: int
     batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=BATCHES_TO_RETAIN))
+    coordinator_epoch: int = -1
+    last_timestamp: int = -1
+    #: Offset of the producer's first batch in its open transaction; -1 when none is open.
+    txn_first_offset: int = -1
+    #: Offset of the last marker written for the producer; -1 when none.
+    last_marker_offset: int = -1
 
     @property
     def last_sequence(self) -> int:
-        return self.batches[-1].last_sequence
+        return self.batches[-1].last_sequence if self.batches else -1
 
     @property
     def last_offset(self) -> int:
-        return self.batches[-1].last_offset
+        return max(self.batches[-1].last_offset if self.batches else -1, self.last_marker_offset)
 
     def find_duplicate(self, epoch: int, first_sequence: int, last_sequence: int) -> BatchMetadata | None:
         if epoch != self.epoch:
@@ -75,79 +97,145 @@ def _in_sequence(last: int, following: int) -> bool:
     return following == last + 1 or (following == 0 and last == INT32_MAX)
 
 
+def _fenced(batch: BatchHeader, entry: ProducerEntry) -> KafkaError:
+    return KafkaError(
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        f"epoch {batch.producer_epoch} of producer {batch.producer_id} is older than the last seen epoch "
+        f"{entry.epoch}",
+    )
+
+
 class ProducerStateManager:
-    """The idempotence state of one partition log. Only batches with a producer id (>= 0) reach it."""
+    """The producer state of one partition log. Only batches with a producer id (>= 0) reach it."""
 
     def __init__(self) -> None:
         self._producers: dict[int, ProducerEntry] = {}
+        self._open_txns: dict[int, int] = {}  # producer id -> first offset of its open transaction
 
     def __len__(self) -> int:
         return len(self._producers)
 
+    def __iter__(self) -> Iterator[ProducerEntry]:
+        return iter(list(self._producers.values()))
+
     def entry(self, producer_id: int) -> ProducerEntry | None:
         return self._producers.get(producer_id)
 
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the oldest open transaction: read_committed consumers stop there."""
+        return min(self._open_txns.values()) if self._open_txns else None
+
+    # -- checks before a write -------------------------------------------------------------------------------
+
     def check_client_batch(self, batch: BatchHeader) -> BatchMetadata | None:
         """Validate a producer's batch before it is written: the earlier batch it duplicates, or None when it
-        is new and in order. Raises INVALID_PRODUCER_EPOCH or OUT_OF_ORDER_SEQUENCE_NUMBER."""
+        is new and in order. Raises INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER or
+        INVALID_TXN_STATE."""
         entry = self._producers.get(batch.producer_id)
         if entry is None:
             return None
         epoch, first = batch.producer_epoch, batch.base_sequence
         if epoch < entry.epoch:
-            raise KafkaError(
-                ErrorCode.INVALID_PRODUCER_EPOCH,
-                f"epoch {epoch} of producer {batch.producer_id} is older than the last seen epoch "
-                f"{entry.epoch}",
-            )
+            raise _fenced(batch, entry)
         if epoch == entry.epoch:
             duplicate = entry.find_duplicate(epoch, first, last_sequence(batch))
             if duplicate is not None:
                 return duplicate
-            if not _in_sequence(entry.last_sequence, first):
+            expected_after = entry.last_sequence
+            if (expected_after < 0 and first != 0) or (
+                expected_after >= 0 and not _in_sequence(expected_after, first)
+            ):
                 raise KafkaError(
                     ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
                     f"out of order sequence number for producer {batch.producer_id}: {first} "
-                    f"(incoming), {entry.last_sequence} (current end sequence number)",
+                    f"(incoming), {expected_after} (current end sequence number)",
                 )
         elif first != 0:
             raise KafkaError(
                 ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
                 f"a new epoch {epoch} of producer {batch.producer_id} must start at sequence 0, not {first}",
             )
+        if entry.txn_first_offset >= 0 and not batch.is_transactional:
+            raise KafkaError(
+                ErrorCode.INVALID_TXN_STATE,
+                f"producer {batch.producer_id} has a transaction open and wrote a non-transactional batch",
+            )
         return None
 
-    def record(self, batch: BatchHeader) -> None:
-        """Remember a written batch (its offsets assigned). A new epoch forgets the old epoch's batches."""
-        if batch.is_control:  # transaction markers carry no sequence; transactions are not tracked yet
-            return
+    def check_coordinator_batch(self, batch: BatchHeader) -> None:
+        """A coordinator's batch on behalf of a producer (transactional offset commits): epoch check only."""
         entry = self._producers.get(batch.producer_id)
-        if entry is None or entry.epoch != batch.producer_epoch:
+        if entry is not None and batch.producer_epoch < entry.epoch:
+            raise _fenced(batch, entry)
+
+    def check_marker(self, batch: BatchHeader, coordinator_epoch: int) -> None:
+        """A transaction marker may not come from an older producer epoch or an older coordinator."""
+        entry = self._producers.get(batch.producer_id)
+        if entry is None:
+            return
+        if batch.producer_epoch < entry.epoch:
+            raise _fenced(batch, entry)
+        if coordinator_epoch < entry.coordinator_epoch:
+            raise KafkaError(
+                ErrorCode.TRANSACTION_COORDINATOR_FENCED,
+                f"coordinator epoch {coordinator_epoch} is older than {entry.coordinator_epoch}",
+            )
+
+    # -- state changes after a write -------------------------------------------------------------------------
+
+    def _entry_for(self, batch: BatchHeader) -> ProducerEntry:
+        """The producer's entry at the batch's epoch: a new epoch starts with no batches remembered."""
+        entry = self._producers.get(batch.producer_id)
+        if entry is None:
             entry = self._producers[batch.producer_id] = ProducerEntry(
                 batch.producer_id, batch.producer_epoch
             )
-        entry.batches.append(
-            BatchMetadata(
-                batch.base_sequence,
-                last_sequence(batch),
-                batch.base_offset,
-                batch.last_offset,
-                batch.max_timestamp,
-            )
-        )
+        elif entry.epoch != batch.producer_epoch:
+            entry.epoch = batch.producer_epoch
+            entry.batches.clear()
+        return entry
 
-    def rebuild(self, batches: Iterable[BatchHeader]) -> None:
-        """Start over from the batches still in the log, oldest first (no sequence checks: they were done)."""
+    def record(self, batch: BatchHeader) -> None:
+        """Remember a written data batch (offsets assigned); a transactional one may open a transaction."""
+        entry = self._entry_for(batch)
+        if batch.base_sequence >= 0:  # coordinator batches (offset commits) carry no sequence
+            entry.batches.append(
+                BatchMetadata(
+                    batch.base_sequence,
+                    last_sequence(batch),
+                    batch.base_offset,
+                    batch.last_offset,
+                    batch.max_timestamp,
+                )
+            )
+        entry.last_timestamp = max(entry.last_timestamp, batch.max_timestamp)
+        if batch.is_transactional and entry.txn_first_offset < 0:
+            entry.txn_first_offset = batch.base_offset
+            self._open_txns[batch.producer_id] = batch.base_offset
+
+    def record_marker(
+        self, batch: BatchHeader, control_type: ControlType, coordinator_epoch: int
+    ) -> CompletedTxn:
+        """Close the producer's transaction with a written marker (one with nothing open closes nothing)."""
+        entry = self._entry_for(batch)
+        first = entry.txn_first_offset if entry.txn_first_offset >= 0 else batch.base_offset
+        entry.txn_first_offset = -1
+        self._open_txns.pop(batch.producer_id, None)
+        entry.coordinator_epoch = coordinator_epoch
+        entry.last_marker_offset = batch.base_offset
+        entry.last_timestamp = max(entry.last_timestamp, batch.max_timestamp)
+        return CompletedTxn(batch.producer_id, first, batch.base_offset, control_type is ControlType.ABORT)
+
+    def clear(self) -> None:
+        """Forget everything, before a rebuild from the log."""
         self._producers.clear()
-        for batch in batches:
-            if batch.producer_id >= 0:
-                self.record(batch)
+        self._open_txns.clear()
 
     def forget_before(self, log_start_offset: int) -> None:
-        """Drop batches that ended below the new log start offset, and producers left with none."""
+        """Drop batches that ended below the new log start offset, and producers left with nothing there."""
         for producer_id, entry in list(self._producers.items()):
             batches = entry.batches
             while batches and batches[0].last_offset < log_start_offset:
                 batches.popleft()
-            if not batches:
+            if not batches and entry.txn_first_offset < 0 and entry.last_marker_offset < log_start_offset:
                 del self._producers[producer_id]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from io import FileIO
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 _SCAN_CHUNK = 16 * 1024  # one pread covers the headers between two index entries at the default interval
 _RECOVERY_WINDOW = 8 * 1024 * 1024
+_BASE_OFFSET = struct.Struct(">q")
 
 
 class CorruptSegmentError(Exception):
@@ -229,6 +231,12 @@ class LogSegment:
                 return
             yield position, header
             position += header.total_size
+
+    def offset_at(self, position: int) -> int:
+        """Base offset of the batch at ``position`` (a batch boundary); the next offset at the end."""
+        if position + _BASE_OFFSET.size > self.size:
+            return self.next_offset
+        return int(_BASE_OFFSET.unpack(os.pread(self._fd, _BASE_OFFSET.size, position))[0])
 
     def first_header(self) -> BatchHeader | None:
         return next((header for _, header in self.batches_from(0)), None)

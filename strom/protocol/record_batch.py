@@ -291,6 +291,49 @@ def build_batch(
     return bytes(out)
 
 
+class ControlType(IntEnum):
+    """The type in a control record's key: the transaction marker a coordinator writes."""
+
+    ABORT = 0
+    COMMIT = 1
+
+
+_CONTROL_KEY = struct.Struct(">hh")  # version 0, type
+_CONTROL_VALUE = struct.Struct(">hi")  # version 0, coordinator epoch
+
+
+def build_control_batch(
+    producer_id: int, producer_epoch: int, control_type: ControlType, coordinator_epoch: int, timestamp: int
+) -> bytes:
+    """A transaction marker: one control record, transactional and control flags set, never compressed."""
+    record = Record(0, 0, _CONTROL_KEY.pack(0, control_type), _CONTROL_VALUE.pack(0, coordinator_epoch))
+    return build_batch(
+        [record],
+        base_timestamp=timestamp,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        transactional=True,
+        is_control=True,
+    )
+
+
+def parse_control_batch(batch: bytes | bytearray | memoryview) -> tuple[ControlType, int]:
+    """(type, coordinator epoch) of a control batch's record; INVALID_RECORD when it is not a marker."""
+    header, records = decode_batch(batch)
+    if not header.is_control or len(records) != 1:
+        raise KafkaError(ErrorCode.INVALID_RECORD, "a control batch holds exactly one control record")
+    key, value = records[0].key, records[0].value
+    if key is None or len(key) < _CONTROL_KEY.size:
+        raise KafkaError(ErrorCode.INVALID_RECORD, "a control record needs a 4-byte key")
+    _, raw_type = _CONTROL_KEY.unpack_from(key)
+    if raw_type not in (ControlType.ABORT, ControlType.COMMIT):
+        raise KafkaError(ErrorCode.INVALID_RECORD, f"unknown control record type {raw_type}")
+    coordinator_epoch = -1
+    if value is not None and len(value) >= _CONTROL_VALUE.size:
+        coordinator_epoch = _CONTROL_VALUE.unpack_from(value)[1]
+    return ControlType(raw_type), coordinator_epoch
+
+
 def decode_batch(buf: bytes | bytearray | memoryview) -> tuple[BatchHeader, list[Record]]:
     """Decode the batch at the start of ``buf``: verify its CRC, decompress, and parse every record."""
     view = memoryview(buf)

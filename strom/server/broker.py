@@ -16,16 +16,23 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from strom.coordinator.group import GroupConfig, GroupCoordinator, OffsetsTopic
+from strom.coordinator.group import OFFSETS_TOPIC, GroupConfig, GroupCoordinator, OffsetsTopic
 from strom.coordinator.group.consumer_group import ImageTopicCatalog
 from strom.coordinator.group.consumer_membership import ConsumerGroupConfig
 from strom.coordinator.producer_ids import PRODUCER_ID_BLOCK_SIZE, ProducerIdManager
-from strom.log import AppendResult, LogConfig, LogManager, PartitionLog
+from strom.coordinator.transaction import TransactionConfig, TransactionCoordinator, TransactionStateTopic
+from strom.log import AppendOrigin, AppendResult, LogConfig, LogManager, PartitionLog
 from strom.metadata.controller import Controller
 from strom.metadata.image import BrokerImage, MetadataImage, PartitionImage
 from strom.metadata.log import MetadataLog
 from strom.metadata.properties import BrokerConfig
 from strom.protocol.errors import ErrorCode, KafkaError
+from strom.protocol.record_batch import (
+    BATCH_HEADER_SIZE,
+    ControlType,
+    build_control_batch,
+    parse_batch_header,
+)
 from strom.server.handlers import supported_api_versions
 from strom.server.waiters import AppendWaiters
 
@@ -64,20 +71,30 @@ class Broker:
         self.reconcile_logs()
         self.controller.add_listener(lambda _records: self.reconcile_logs())
         # Consumer groups: the coordinator and its storage in __consumer_offsets, whose existing partitions
-        # answer COORDINATOR_LOAD_IN_PROGRESS until `load_groups` has replayed them.
+        # answer COORDINATOR_LOAD_IN_PROGRESS until `load_coordinators` has replayed them.
         self.group_config = GroupConfig.from_broker_config(config)
         self.offsets_topic = OffsetsTopic(self, self.group_config)
         self.groups = GroupCoordinator(
             self.group_config,
-            self.offsets_topic.append,
+            self.offsets_topic.write,
             consumer_config=ConsumerGroupConfig.from_broker_config(config),
             topics=ImageTopicCatalog(self.image),
         )
-        self.offsets_topic.claim(self.groups)
-        # Idempotent producers: ids come from blocks the controller records in the metadata log.
+        self.offsets_topic.attach_groups(self.groups)
+        # Producer ids come from blocks the controller records in the metadata log.
         self.producer_ids = ProducerIdManager(
             lambda: self.controller.allocate_producer_ids(self.node_id, PRODUCER_ID_BLOCK_SIZE)
         )
+        # Transactions: the coordinator and its storage in __transaction_state, loaded like the groups.
+        self.transaction_state_topic = TransactionStateTopic(self, config)
+        self.transactions = TransactionCoordinator(
+            TransactionConfig.from_broker_config(config),
+            write_record=self.transaction_state_topic.write,
+            write_markers=self.write_txn_markers,
+            new_producer_id=self.producer_ids.next_id,
+            coordinator_epoch=self.transaction_state_topic.leader_epoch,
+        )
+        self.transaction_state_topic.attach_transactions(self.transactions)
 
     # ------------------------------------------------------------------ metadata → logs
     def reconcile_logs(self) -> None:
@@ -164,31 +181,103 @@ class Broker:
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         return state, partition_log
 
-    def last_stable_offset(self, partition_log: PartitionLog) -> int:
-        """Offsets below this are visible to read_committed consumers (no open transactions yet: the HW)."""
-        return partition_log.high_watermark
-
     # ------------------------------------------------------------------ produce and long polls
-    def append(self, topic: str, partition: int, records: memoryview, *, acks: int) -> AppendResult:
+    def append(
+        self, topic: str, partition: int, records: memoryview, *, acks: int, coordinator: bool = False
+    ) -> AppendResult:
+        """Append a batch to a led partition: a client's, or a coordinator's (records, markers)."""
         state, partition_log = self._leader(topic, partition)
         if acks == -1 and len(state.isr) < self._min_insync_replicas.get(topic, 1):
             raise KafkaError(ErrorCode.NOT_ENOUGH_REPLICAS)
-        result = partition_log.append(records, leader_epoch=state.leader_epoch)
+        origin = AppendOrigin.COORDINATOR if coordinator else AppendOrigin.CLIENT
+        result = partition_log.append(records, leader_epoch=state.leader_epoch, origin=origin)
         partition_log.high_watermark = partition_log.log_end_offset  # a single replica: ISR is just us
         self._waiters.notify((topic, partition))
         return result
 
+    def verify_transactional_write(
+        self, transactional_id: str, topic: str, partition: int, records: memoryview
+    ) -> None:
+        """KIP-890 part 1: a transactional batch must go to a partition of the producer's open transaction
+        (INVALID_TXN_STATE otherwise; INVALID_PRODUCER_EPOCH when the producer was fenced)."""
+        if (
+            not self.config.get_bool("transaction.partition.verification.enable")
+            or len(records) < BATCH_HEADER_SIZE
+        ):
+            return
+        header = parse_batch_header(records)
+        if not header.is_transactional:
+            return
+        try:
+            errors = self.transactions.verify_partitions(
+                transactional_id, header.producer_id, header.producer_epoch, [(topic, partition)]
+            )
+        except KafkaError as exc:
+            if exc.code in (ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.NOT_COORDINATOR):
+                raise KafkaError(
+                    ErrorCode.NOT_ENOUGH_REPLICAS, "the transaction coordinator is loading"
+                ) from exc
+            if exc.code is ErrorCode.PRODUCER_FENCED:
+                raise KafkaError(ErrorCode.INVALID_PRODUCER_EPOCH, exc.message) from exc
+            raise KafkaError(ErrorCode.INVALID_TXN_STATE, exc.message) from exc
+        if errors[topic, partition] is not ErrorCode.NONE:
+            raise KafkaError(
+                ErrorCode.INVALID_TXN_STATE,
+                f"{topic}-{partition} is not part of an open transaction of {transactional_id!r}",
+            )
+
     async def wait_for_append(self, partitions: Iterable[tuple[str | None, int]], timeout: float) -> None:
         await self._waiters.wait(partitions, timeout)
 
-    # ------------------------------------------------------------------ consumer groups
-    async def load_groups(self) -> None:
-        """Replay __consumer_offsets into the group coordinator (run once, as a task, after start-up)."""
-        await self.offsets_topic.load(self.groups)
+    # ------------------------------------------------------------------ coordinators
+    async def load_coordinators(self) -> None:
+        """Replay __consumer_offsets, then __transaction_state (run once, as a task, after start-up).
+
+        Groups first: finishing a transaction a crash left half-done writes markers to __consumer_offsets,
+        which must reach a group coordinator that already knows the transaction's pending offsets."""
+        await self.offsets_topic.load()
+        await self.transaction_state_topic.load()
+
+    def tick_coordinators(self) -> None:
+        self.groups.tick()
+        self.transactions.tick()
+
+    def write_txn_markers(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        commit: bool,
+        coordinator_epoch: int,
+        partitions: Iterable[tuple[str, int]],
+    ) -> bool:
+        """Write a transaction's commit or abort marker to each of its partitions; False if one failed (the
+        coordinator tries again later). A partition that no longer exists has nothing to mark."""
+        marker = build_control_batch(
+            producer_id,
+            producer_epoch,
+            ControlType.COMMIT if commit else ControlType.ABORT,
+            coordinator_epoch,
+            int(time.time() * 1000),
+        )
+        written = True
+        for topic, partition in partitions:
+            try:
+                self.append(topic, partition, memoryview(bytearray(marker)), acks=-1, coordinator=True)
+            except KafkaError as exc:
+                if exc.code in (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.INVALID_PRODUCER_EPOCH):
+                    # Deleted, or already marked by a newer epoch of the producer: nothing left to do.
+                    log.info("no marker for %s-%d: %s", topic, partition, exc.code.name)
+                    continue
+                log.warning("could not write a marker to %s-%d: %s", topic, partition, exc)
+                written = False
+                continue
+            if topic == OFFSETS_TOPIC:
+                self.groups.complete_transaction(producer_id, committed=commit)
+        return written
 
     # ------------------------------------------------------------------ housekeeping
     def tick(self) -> None:
-        """Periodic work: retention, time-based segment rolls and flushes."""
+        """Periodic log work: retention, time-based segment rolls and flushes."""
         self.logs.tick(int(time.time() * 1000))
 
     def close(self) -> None:

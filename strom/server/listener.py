@@ -16,9 +16,9 @@ log = logging.getLogger(__name__)
 #: How often retention, time-based rolls and flush.ms run (Kafka's log.retention.check.interval.ms default
 #: is 5 minutes; a shorter tick costs nothing when there is nothing to do).
 TICK_SECONDS = 1.0
-#: How often the group coordinator's timers (session and rebalance timeouts) are checked: the precision of
-#: those timeouts. Rebalance steps triggered by requests do not wait for it.
-GROUP_TICK_SECONDS = 0.1
+#: How often the coordinators' timers (session and rebalance timeouts, transaction timeouts) are checked: the
+#: precision of those timeouts. Rebalance steps triggered by requests do not wait for it.
+COORDINATOR_TICK_SECONDS = 0.1
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -43,13 +43,16 @@ class Listener:
         """Accept clients until `stop` is set, then close every connection."""
         accept = asyncio.create_task(self._accept_loop())
         ticker = asyncio.create_task(self._tick_loop())
-        groups = [asyncio.create_task(self._load_groups()), asyncio.create_task(self._group_tick_loop())]
+        coordinators = [
+            asyncio.create_task(self._load_coordinators()),
+            asyncio.create_task(self._coordinator_tick_loop()),
+        ]
         try:
             await stop.wait()
         finally:
-            for task in (accept, ticker, *groups, *self._connections):
+            for task in (accept, ticker, *coordinators, *self._connections):
                 task.cancel()
-            for task in (accept, ticker, *groups, *self._connections):
+            for task in (accept, ticker, *coordinators, *self._connections):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             self.sock.close()
@@ -76,16 +79,16 @@ class Listener:
             except Exception:
                 log.exception("periodic log maintenance failed")
 
-    async def _load_groups(self) -> None:
+    async def _load_coordinators(self) -> None:
         try:
-            await self.broker.load_groups()
+            await self.broker.load_coordinators()
         except Exception:
-            log.exception("loading consumer groups from __consumer_offsets failed")
+            log.exception("loading the coordinators' state failed")
 
-    async def _group_tick_loop(self) -> None:
+    async def _coordinator_tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(GROUP_TICK_SECONDS)
+            await asyncio.sleep(COORDINATOR_TICK_SECONDS)
             try:
-                self.broker.groups.tick()
+                self.broker.tick_coordinators()
             except Exception:
-                log.exception("group coordinator tick failed")
+                log.exception("coordinator tick failed")

@@ -32,13 +32,21 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from strom.coordinator.group.config import GroupConfig
 from strom.coordinator.group.consumer_group import CONSUMER_GROUP_TYPE, NoTopics, TopicCatalog
 from strom.coordinator.group.consumer_membership import ConsumerGroupConfig, ConsumerGroups
 from strom.coordinator.group.consumer_records import CONSUMER_KEY_TYPES
 from strom.coordinator.group.membership import Membership, append_error
-from strom.coordinator.group.offsets import NO_OFFSET, CommittedOffset, OffsetStore, expired_partitions
+from strom.coordinator.group.offsets import (
+    NO_OFFSET,
+    CommittedOffset,
+    OffsetStore,
+    PendingTxnOffsets,
+    ProducerStamp,
+    expired_partitions,
+)
 from strom.coordinator.group.records import (
     GroupMetadataKey,
     GroupMetadataValue,
@@ -49,6 +57,7 @@ from strom.coordinator.group.records import (
 from strom.coordinator.group.state import CLASSIC_GROUP_TYPE, ClassicGroup, GroupState, Respond
 from strom.coordinator.group.subscriptions import CONSUMER_PROTOCOL_TYPE
 from strom.coordinator.group.timer import Timer
+from strom.coordinator.internal_topic import partition_for
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import consumer_group_describe as consumer_describe
 from strom.protocol.messages import consumer_group_heartbeat as consumer_heartbeat
@@ -59,6 +68,7 @@ from strom.protocol.messages import (
     offset_commit,
     offset_delete,
     offset_fetch,
+    txn_offset_commit,
 )
 from strom.protocol.messages.heartbeat import HeartbeatRequest
 from strom.protocol.messages.join_group import JoinGroupRequest, JoinGroupResponse
@@ -67,8 +77,15 @@ from strom.protocol.messages.sync_group import SyncGroupRequest, SyncGroupRespon
 
 log = logging.getLogger(__name__)
 
-#: Appends records to a partition of __consumer_offsets, durably; raises KafkaError when it cannot.
-RecordWriter = Callable[[int, Sequence[StoredRecord]], None]
+
+class RecordWriter(Protocol):
+    """Appends records to a partition of __consumer_offsets, durably (a transactional batch when a producer
+    is given); raises KafkaError when it cannot."""
+
+    def __call__(
+        self, partition: int, records: Sequence[StoredRecord], producer: ProducerStamp | None = None
+    ) -> None: ...
+
 
 CommitTopic = offset_commit.OffsetCommitResponse.OffsetCommitResponseTopic
 CommitPartition = offset_commit.OffsetCommitResponse.OffsetCommitResponsePartition
@@ -82,27 +99,14 @@ ListedGroup = list_groups.ListGroupsResponse.ListedGroup
 DeletedGroup = delete_groups.DeleteGroupsResponse.DeletableGroupResult
 OffsetDeleteTopic = offset_delete.OffsetDeleteResponse.OffsetDeleteResponseTopic
 OffsetDeletePartition = offset_delete.OffsetDeleteResponse.OffsetDeleteResponsePartition
+TxnCommitTopic = txn_offset_commit.TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic
+TxnCommitPartition = txn_offset_commit.TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition
 
 _CLEANUP_KEY = ("cleanup",)
 
 
 def wall_clock_ms() -> int:
     return int(time.time() * 1000)
-
-
-def java_string_hash(text: str) -> int:
-    """Java's String.hashCode: 31-polynomial over UTF-16 code units, as a signed 32-bit int."""
-    units = text.encode("utf-16-be")
-    h = 0
-    for i in range(0, len(units), 2):
-        h = (31 * h + (units[i] << 8 | units[i + 1])) & 0xFFFFFFFF
-    return h - (1 << 32) if h & 0x80000000 else h
-
-
-def partition_for(group_id: str, num_partitions: int) -> int:
-    """Kafka's Utils.abs (where the minimum int maps to 0) of the hash, modulo the partition count."""
-    h = java_string_hash(group_id)
-    return (0 if h == -(2**31) else abs(h)) % num_partitions
 
 
 @dataclass(slots=True)
@@ -132,6 +136,7 @@ class GroupCoordinator:
         self._clock = clock
         self._groups: dict[str, ClassicGroup] = {}
         self._offsets = OffsetStore()
+        self._pending_txn_offsets = PendingTxnOffsets()
         self._timer = Timer()
         self._ownership = _Ownership()
         self._membership = Membership(self._groups, self._timer, config, clock, self._store_group)
@@ -162,10 +167,15 @@ class GroupCoordinator:
             self._ownership.active.discard(partition)
             self._ownership.loading.add(partition)
 
-    def replay(self, record: StoredRecord) -> None:
-        """Apply one record of __consumer_offsets; the last record of a key wins, a tombstone deletes it."""
+    def replay(self, record: StoredRecord, *, producer_id: int = -1) -> None:
+        """Apply one record of __consumer_offsets; the last record of a key wins, a tombstone deletes it.
+        A record of a transaction (``producer_id`` >= 0) is an offset commit pending until its marker."""
         key = record.key
-        if isinstance(key, CONSUMER_KEY_TYPES):
+        if producer_id >= 0:
+            if isinstance(key, OffsetCommitKey) and isinstance(record.value, OffsetCommitValue):
+                committed = CommittedOffset.from_value(record.value)
+                self._pending_txn_offsets.put(producer_id, (key.group, key.topic, key.partition), committed)
+        elif isinstance(key, CONSUMER_KEY_TYPES):
             self._drop_simple_group(key.group)
             self.consumer_groups.replay(key, record.value)
         elif isinstance(key, OffsetCommitKey):
@@ -306,6 +316,84 @@ class GroupCoordinator:
         self._run_due()
         return response
 
+    def commit_txn_offsets(
+        self, request: txn_offset_commit.TxnOffsetCommitRequest, api_version: int
+    ) -> list[TxnCommitTopic]:
+        """TxnOffsetCommit: offsets written in the producer's transaction, pending until its marker.
+
+        The transaction coordinator has already checked the producer added this group's partition to its
+        transaction (AddOffsetsToTxn). A commit naming a member and generation (v3+, KIP-447) is checked
+        against the group as OffsetCommit is; one naming none (older clients) is taken as it is."""
+        error = self._availability_error(request.group_id)
+        if error is None:
+            try:
+                self._validate_txn_commit(request, api_version)
+            except KafkaError as exc:
+                error = exc.code
+        if error is not None:
+            return [
+                TxnCommitTopic(t.name, [TxnCommitPartition(p.partition_index, error) for p in t.partitions])
+                for t in request.topics
+            ]
+        now = self._clock()
+        max_metadata = self.config.offset_metadata_max_bytes
+        records: list[StoredRecord] = []
+        accepted: list[TxnCommitPartition] = []
+        response: list[TxnCommitTopic] = []
+        for topic in request.topics:
+            results = []
+            for p in topic.partitions:
+                metadata = p.committed_metadata or ""
+                if _java_length(metadata) > max_metadata:
+                    results.append(TxnCommitPartition(p.partition_index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
+                    continue
+                value = OffsetCommitValue(p.committed_offset, p.committed_leader_epoch, metadata, now, -1)
+                records.append(
+                    StoredRecord(OffsetCommitKey(request.group_id, topic.name, p.partition_index), value)
+                )
+                result = TxnCommitPartition(p.partition_index, ErrorCode.NONE)
+                accepted.append(result)
+                results.append(result)
+            response.append(TxnCommitTopic(topic.name, results))
+        if records:
+            producer = ProducerStamp(request.producer_id, request.producer_epoch)
+            try:
+                self._write(self.partition_for(request.group_id), records, producer)
+            except KafkaError as exc:
+                for result in accepted:
+                    result.error_code = append_error(exc.code)
+                return response
+            for record in records:
+                self.replay(record, producer_id=request.producer_id)
+        return response
+
+    def _validate_txn_commit(
+        self, request: txn_offset_commit.TxnOffsetCommitRequest, api_version: int
+    ) -> None:
+        if request.member_id == "" and request.generation_id < 0 and request.group_instance_id is None:
+            return
+        consumer_group = self.consumer_groups.get(request.group_id)
+        if consumer_group is not None:
+            self.consumer_groups.validate_member_epoch(
+                consumer_group, request.member_id, request.generation_id, legacy=True
+            )
+            return
+        group = self._groups.get(request.group_id)
+        if group is None or group.is_in(GroupState.DEAD):
+            raise KafkaError(
+                ErrorCode.UNKNOWN_MEMBER_ID if group is None else ErrorCode.COORDINATOR_NOT_AVAILABLE
+            )
+        group.validate_member(request.member_id, request.group_instance_id)
+        if request.generation_id >= 0 and request.generation_id != group.generation_id:
+            raise KafkaError(ErrorCode.ILLEGAL_GENERATION)
+
+    def complete_transaction(self, producer_id: int, *, committed: bool) -> None:
+        """A marker for the producer reached __consumer_offsets: its pending offsets count, or vanish."""
+        offsets = self._pending_txn_offsets.complete(producer_id)
+        if committed:
+            for (group, topic, partition), offset in offsets.items():
+                self._replay_offset(OffsetCommitKey(group, topic, partition), offset.to_value())
+
     def _validate_commit(self, request: offset_commit.OffsetCommitRequest, api_version: int) -> None:
         consumer_group = self.consumer_groups.get(request.group_id)
         if consumer_group is not None:
@@ -332,10 +420,12 @@ class GroupCoordinator:
         *,
         member_id: str | None = None,
         member_epoch: int = -1,
+        require_stable: bool = False,
     ) -> FetchGroup:
         """Committed offsets of the given partitions (-1 where none), or of every partition when topics is
-        None. Without transactional commits every offset is stable, so require_stable changes nothing.
-        A member of a consumer-protocol group that names itself (v9) must have the current epoch."""
+        None. With ``require_stable``, a partition with an offset pending in an open transaction answers
+        UNSTABLE_OFFSET_COMMIT (the client retries). A member of a consumer-protocol group that names itself
+        (v9) must have the current epoch."""
         error = self._availability_error(group_id)
         consumer_group = self.consumer_groups.get(group_id)
         if error is None and consumer_group is not None and (member_id is not None or member_epoch >= 0):
@@ -346,11 +436,17 @@ class GroupCoordinator:
         if error is not None:
             return FetchGroup(group_id=group_id, error_code=error)
         offsets = self._offsets.group_offsets(group_id)
+        pending = self._pending_txn_offsets
+        check_stable = require_stable and pending.has_group(group_id)
+
+        def fetched(topic: str, index: int, committed: CommittedOffset | None) -> FetchPartition:
+            if check_stable and pending.is_pending((group_id, topic, index)):
+                return FetchPartition(index, NO_OFFSET, -1, "", ErrorCode.UNSTABLE_OFFSET_COMMIT)
+            return _fetched(index, committed)
+
         if topics is None:
             listed = [
-                FetchTopic(
-                    topic, [_fetched(index, committed) for index, committed in sorted(partitions.items())]
-                )
+                FetchTopic(topic, [fetched(topic, index, c) for index, c in sorted(partitions.items())])
                 for topic, partitions in sorted(offsets.items())
             ]
         else:
@@ -358,7 +454,9 @@ class GroupCoordinator:
             for topic, indexes in topics:
                 committed_in_topic = offsets.get(topic, {})
                 listed.append(
-                    FetchTopic(topic, [_fetched(index, committed_in_topic.get(index)) for index in indexes])
+                    FetchTopic(
+                        topic, [fetched(topic, index, committed_in_topic.get(index)) for index in indexes]
+                    )
                 )
         return FetchGroup(group_id=group_id, topics=listed)
 

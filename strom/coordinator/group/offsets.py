@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from strom.coordinator.group.records import OffsetCommitValue
 
@@ -112,3 +113,45 @@ def expired_partitions(
             else:
                 everything = False
     return expired, everything
+
+
+class ProducerStamp(NamedTuple):
+    """The transactional producer a coordinator writes on behalf of (TxnOffsetCommit)."""
+
+    producer_id: int
+    producer_epoch: int
+
+
+#: (group, topic, partition)
+OffsetKey = tuple[str, str, int]
+
+
+class PendingTxnOffsets:
+    """Offsets committed inside transactions still open, by producer: they become the group's committed
+    offsets only when the producer's transaction commits (KIP-98), and OffsetFetch with require_stable
+    answers UNSTABLE_OFFSET_COMMIT for them meanwhile (KIP-447)."""
+
+    def __init__(self) -> None:
+        self._by_producer: dict[int, dict[OffsetKey, CommittedOffset]] = {}
+        self._producers_by_group: dict[str, set[int]] = {}
+
+    def put(self, producer_id: int, key: OffsetKey, committed: CommittedOffset) -> None:
+        self._by_producer.setdefault(producer_id, {})[key] = committed
+        self._producers_by_group.setdefault(key[0], set()).add(producer_id)
+
+    def complete(self, producer_id: int) -> dict[OffsetKey, CommittedOffset]:
+        """Take the producer's pending offsets away (its transaction ended, either way)."""
+        offsets = self._by_producer.pop(producer_id, {})
+        for group, _, _ in offsets:
+            producers = self._producers_by_group.get(group)
+            if producers is not None:
+                producers.discard(producer_id)
+                if not producers:
+                    del self._producers_by_group[group]
+        return offsets
+
+    def is_pending(self, key: OffsetKey) -> bool:
+        return any(key in self._by_producer[p] for p in self._producers_by_group.get(key[0], ()))
+
+    def has_group(self, group: str) -> bool:
+        return group in self._producers_by_group

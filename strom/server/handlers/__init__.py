@@ -16,6 +16,8 @@ from typing import Any
 
 from strom.protocol.messages import api_versions as api_versions_schema
 from strom.server.handlers import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
     alter_configs,
     api_versions,
     consumer_group_describe,
@@ -29,6 +31,9 @@ from strom.server.handlers import (
     describe_configs,
     describe_groups,
     describe_log_dirs,
+    describe_producers,
+    describe_transactions,
+    end_txn,
     fetch,
     find_coordinator,
     heartbeat,
@@ -38,12 +43,14 @@ from strom.server.handlers import (
     leave_group,
     list_groups,
     list_offsets,
+    list_transactions,
     metadata,
     offset_commit,
     offset_delete,
     offset_fetch,
     produce,
     sync_group,
+    txn_offset_commit,
 )
 
 
@@ -87,6 +94,10 @@ HANDLERS: dict[int, Handler] = {
             delete_topics,
             delete_records,
             init_producer_id,
+            add_partitions_to_txn,
+            add_offsets_to_txn,
+            end_txn,
+            txn_offset_commit,
             describe_configs,
             alter_configs,
             describe_log_dirs,
@@ -96,6 +107,9 @@ HANDLERS: dict[int, Handler] = {
             describe_cluster,
             offset_delete,
             consumer_group_heartbeat,
+            describe_producers,
+            describe_transactions,
+            list_transactions,
             consumer_group_describe,
         ],
     )

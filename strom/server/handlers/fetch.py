@@ -16,10 +16,13 @@ Versions served: 4-17.
 - v16: node endpoints tagged field (KIP-951).
 - v17: replica directory id (KIP-853).
 
-Records leave as file ranges sent with sendfile; nothing here touches record bytes. Limits follow Kafka
-(KIP-74): each partition gets at most min(partition_max_bytes, what is left of max_bytes), and the first batch
-of the first partition that has data is returned whole even when it is larger than those limits, so a
-consumer can always make progress.
+Records leave as file ranges sent with sendfile; nothing here touches record bytes. A read_committed fetch
+(isolation level 1) stops at the last stable offset and lists the aborted transactions with data in the
+returned range, whose records the client drops (Kafka's protocol: the broker never filters them out).
+
+Limits follow Kafka (KIP-74): each partition gets at most min(partition_max_bytes, what is left of
+max_bytes), and the first batch of the first partition that has data is returned whole even when it is
+larger than those limits, so a consumer can always make progress.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ VERSIONS = (4, 17)
 Response = schema.FetchResponse
 TopicResponse = schema.FetchResponse.FetchableTopicResponse
 PartitionData = schema.FetchResponse.PartitionData
+AbortedTransaction = schema.FetchResponse.AbortedTransaction
 
 READ_COMMITTED = 1
 
@@ -79,12 +83,10 @@ def _read(broker: Broker, request: schema.FetchRequest, use_ids: bool) -> tuple[
                 if name is None:
                     raise KafkaError(ErrorCode.UNKNOWN_TOPIC_ID)
                 log = broker.leader_log(name, p.partition, p.current_leader_epoch)
-                stable = broker.last_stable_offset(log)
+                stable = log.last_stable_offset
                 out.high_watermark = log.high_watermark
                 out.last_stable_offset = stable
                 out.log_start_offset = log.log_start_offset
-                if committed_only:
-                    out.aborted_transactions = []
                 max_bytes = min(p.partition_max_bytes, limit - total)
                 if max_bytes > 0 or min_one_batch:
                     read = log.read(
@@ -97,6 +99,11 @@ def _read(broker: Broker, request: schema.FetchRequest, use_ids: bool) -> tuple[
                         out.records = read.records
                         total += read.size
                         min_one_batch = False
+                    if committed_only:
+                        out.aborted_transactions = [
+                            AbortedTransaction(txn.producer_id, txn.first_offset)
+                            for txn in log.aborted_txns.overlapping(p.fetch_offset, read.next_offset)
+                        ]
             except KafkaError as exc:
                 out.error_code = exc.code
                 has_error = True

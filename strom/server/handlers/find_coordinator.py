@@ -8,10 +8,10 @@ Versions served: 1-6 (v0 is gone in Kafka 4).
 - v5: same as v4 (TRANSACTION_ABORTABLE for transactional clients, KIP-890).
 - v6: key type 2, share groups (KIP-932).
 
-A group's coordinator is the leader of the group's partition of ``__consumer_offsets``; the first lookup
-creates that topic, as Kafka does (see `strom.coordinator.group.storage`). Transactions are not served yet,
-so transactional ids get the retriable COORDINATOR_NOT_AVAILABLE; share groups are not served, so they get
-INVALID_REQUEST as from a Kafka broker without them, and so does an unknown key type.
+A group's coordinator is the leader of the group's partition of ``__consumer_offsets``, a transactional
+id's the leader of its partition of ``__transaction_state``; the first lookup creates the topic, as Kafka
+does (see `strom.coordinator.internal_topic`). Share groups are not served, so they get INVALID_REQUEST as
+from a Kafka broker without them, and so does an unknown key type.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ async def handle(ctx: RequestContext, request: schema.FindCoordinatorRequest) ->
 
 def _find(broker: Broker, key_type: int, key: str) -> tuple[ErrorCode, BrokerImage | None]:
     if key_type == GROUP_KEY_TYPE:
-        node = broker.offsets_topic.coordinator_node(key, broker.groups)
-        return (ErrorCode.NONE, node) if node is not None else (ErrorCode.COORDINATOR_NOT_AVAILABLE, None)
-    if key_type == TRANSACTION_KEY_TYPE:
-        return ErrorCode.COORDINATOR_NOT_AVAILABLE, None
-    return ErrorCode.INVALID_REQUEST, None
+        node = broker.offsets_topic.coordinator_node(key)
+    elif key_type == TRANSACTION_KEY_TYPE:
+        node = broker.transaction_state_topic.coordinator_node(key)
+    else:
+        return ErrorCode.INVALID_REQUEST, None
+    return (ErrorCode.NONE, node) if node is not None else (ErrorCode.COORDINATOR_NOT_AVAILABLE, None)

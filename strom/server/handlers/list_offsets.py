@@ -53,7 +53,7 @@ async def handle(ctx: RequestContext, request: schema.ListOffsetsRequest) -> Res
                 log = broker.leader_log(topic.name, p.partition_index, p.current_leader_epoch)
                 if ctx.api_version >= 4:
                     out.leader_epoch = broker.leader_epoch(topic.name, p.partition_index)
-                visible_end = broker.last_stable_offset(log) if committed_only else log.high_watermark
+                visible_end = log.last_stable_offset if committed_only else log.high_watermark
                 out.offset, out.timestamp = _lookup(log, p.timestamp, visible_end)
             except KafkaError as exc:
                 out.error_code = exc.code

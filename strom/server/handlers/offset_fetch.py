@@ -12,7 +12,8 @@ Versions served: 1-9 (v0, which read offsets from ZooKeeper, is gone in Kafka 4)
 
 A partition without a committed offset answers offset -1 and no error, as does an unknown group. Before v2
 a group-level error (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR) is reported on every partition.
-Transactional commits are not served yet, so every offset is stable and require_stable changes nothing.
+With require_stable, a partition whose offset is pending in an open transaction answers
+UNSTABLE_OFFSET_COMMIT, which clients retry until the transaction ends.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ async def handle(ctx: RequestContext, request: schema.OffsetFetchRequest) -> Res
                 coordinator.fetch_offsets(
                     group.group_id,
                     None if group.topics is None else [(t.name, t.partition_indexes) for t in group.topics],
+                    require_stable=request.require_stable,
                 )
                 for group in request.groups
             ]
         )
     wanted = None if request.topics is None else [(t.name, t.partition_indexes) for t in request.topics]
-    result = coordinator.fetch_offsets(request.group_id, wanted)
+    result = coordinator.fetch_offsets(request.group_id, wanted, require_stable=request.require_stable)
     if result.error_code and ctx.api_version < 2:
         return Response(
             topics=[

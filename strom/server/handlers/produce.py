@@ -10,8 +10,12 @@ Versions served: 3-11 (message format v2 only, as Kafka 4 does).
 - v10-v11: current leader and node endpoints tagged fields (KIP-951).
 
 Batches stay opaque: the log checks each batch header and CRC and writes offsets in place; records are
-never decoded here. With acks=0 nothing is sent back; if such a produce fails, the connection is closed, as
-Kafka does, so the client notices.
+never decoded here. A transactional batch is first checked against its transaction (KIP-890 part 1, with
+``transaction.partition.verification.enable``): the partition must be in the producer's open transaction, so
+a late write from a transaction already ended cannot open a transaction nobody will close.
+
+With acks=0 nothing is sent back; if such a produce fails, the connection is closed, as Kafka does, so the
+client notices.
 """
 
 from __future__ import annotations
@@ -46,6 +50,10 @@ async def handle(ctx: RequestContext, request: schema.ProduceRequest) -> Respons
                     raise KafkaError(ErrorCode.INVALID_REQUIRED_ACKS)
                 if not isinstance(data.records, memoryview) or not len(data.records):
                     raise KafkaError(ErrorCode.CORRUPT_MESSAGE, "the partition's record set is empty")
+                if request.transactional_id is not None:
+                    broker.verify_transactional_write(
+                        request.transactional_id, topic.name, data.index, data.records
+                    )
                 appended = broker.append(topic.name, data.index, data.records, acks=acks)
             except KafkaError as exc:
                 failed = True

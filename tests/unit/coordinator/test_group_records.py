@@ -6,7 +6,6 @@ import struct
 
 import pytest
 
-from strom.coordinator.group.coordinator import java_string_hash, partition_for
 from strom.coordinator.group.records import (
     GroupMetadataKey,
     GroupMetadataValue,
@@ -19,6 +18,7 @@ from strom.coordinator.group.records import (
     encode_key,
     encode_value,
 )
+from strom.coordinator.internal_topic import java_string_hash, partition_for
 from strom.protocol.primitives import DecodeError
 
 MEMBER = MemberMetadata("m-1", "host-1", "client", "/10.0.0.1", 60_000, 30_000, b"sub", b"assign")

@@ -55,7 +55,7 @@ def test_created_on_first_lookup_as_a_compacted_internal_topic(tmp_path: Path) -
     try:
         assert broker.image.topic(OFFSETS_TOPIC) is None
         assert commit(broker, "t", {0: 1}) == {0: ErrorCode.NOT_COORDINATOR}  # nobody asked for it yet
-        node = broker.offsets_topic.coordinator_node(GROUP, broker.groups)
+        node = broker.offsets_topic.coordinator_node(GROUP)
         assert node is not None and node.node_id == broker.node_id
         topic = broker.image.topic(OFFSETS_TOPIC)
         assert topic is not None and len(topic.partitions) == 3
@@ -72,7 +72,7 @@ def test_created_on_first_lookup_as_a_compacted_internal_topic(tmp_path: Path) -
 def test_commits_survive_a_restart(tmp_path: Path) -> None:
     broker = start(tmp_path)
     try:
-        broker.offsets_topic.coordinator_node(GROUP, broker.groups)
+        broker.offsets_topic.coordinator_node(GROUP)
         assert commit(broker, "t", {0: 5, 1: 6}) == {0: ErrorCode.NONE, 1: ErrorCode.NONE}
         assert commit(broker, "t", {0: 7}) == {0: ErrorCode.NONE}
         partition_log = broker.logs.get(OFFSETS_TOPIC, broker.groups.partition_for(GROUP))
@@ -83,7 +83,7 @@ def test_commits_survive_a_restart(tmp_path: Path) -> None:
     restarted = start(tmp_path)
     try:
         assert commit(restarted, "t", {0: 8}) == {0: ErrorCode.COORDINATOR_LOAD_IN_PROGRESS}
-        asyncio.run(restarted.load_groups())
+        asyncio.run(restarted.load_coordinators())
         assert committed(restarted, "t") == {0: (7, "kept"), 1: (6, "kept")}
     finally:
         restarted.close()
@@ -93,7 +93,7 @@ def test_an_offsets_topic_a_client_created_is_taken_over(tmp_path: Path) -> None
     broker = start(tmp_path)
     try:
         broker.controller.create_topics([broker.controller.new_topic(OFFSETS_TOPIC, 2, 1)])
-        assert broker.offsets_topic.coordinator_node(GROUP, broker.groups) is not None
+        assert broker.offsets_topic.coordinator_node(GROUP) is not None
         assert broker.groups.num_partitions == 2
         assert commit(broker, "t", {0: 1}) == {0: ErrorCode.NONE}
     finally:
@@ -103,7 +103,7 @@ def test_an_offsets_topic_a_client_created_is_taken_over(tmp_path: Path) -> None
 def test_an_offsets_topic_the_cluster_cannot_host_leaves_groups_without_a_coordinator(tmp_path: Path) -> None:
     broker = start(tmp_path, **{"offsets.topic.replication.factor": "3"})
     try:
-        assert broker.offsets_topic.coordinator_node(GROUP, broker.groups) is None
+        assert broker.offsets_topic.coordinator_node(GROUP) is None
         assert broker.image.topic(OFFSETS_TOPIC) is None
     finally:
         broker.close()

@@ -23,7 +23,14 @@ from log_helpers import (
 
 from strom.log import AppendOrigin, LogConfig, PartitionLog
 from strom.protocol.errors import ErrorCode, KafkaError
-from strom.protocol.record_batch import Record, TimestampType, build_batch, parse_batch_header
+from strom.protocol.record_batch import (
+    ControlType,
+    Record,
+    TimestampType,
+    build_batch,
+    build_control_batch,
+    parse_batch_header,
+)
 
 
 def _error(code: ErrorCode, log: PartitionLog, data: bytearray, **kwargs: object) -> None:
@@ -169,7 +176,7 @@ class TestRejectedAppends:
 
     def test_control_batches_only_from_coordinators(self, log: PartitionLog) -> None:
         _error(ErrorCode.INVALID_RECORD, log, make_batch(1, is_control=True))
-        marker = make_batch(1, is_control=True, producer_id=1, producer_epoch=0, transactional=True)
+        marker = bytearray(build_control_batch(1, 0, ControlType.COMMIT, 0, 0))
         assert log.append(memoryview(marker), origin=AppendOrigin.COORDINATOR).base_offset == 6
 
     def test_idempotent_batch_needs_a_sequence(self, log: PartitionLog) -> None:

@@ -1,0 +1,67 @@
+"""TxnOffsetCommit (API key 28): consumed offsets committed inside a producer's transaction.
+
+Versions served: 0-4.
+- v0: transactional id, group, producer id and epoch, offsets.
+- v1: same as v0.
+- v2: the leader epoch of each offset (KIP-320).
+- v3: generation, member id and group instance id, checked as OffsetCommit checks them (KIP-447), so a
+  producer whose consumer was kicked out of the group cannot commit.
+- v4: TRANSACTION_ABORTABLE may be answered (KIP-890).
+
+The offsets go to ``__consumer_offsets`` in a transactional batch stamped with the producer's id and epoch
+(an older epoch than the partition has seen is INVALID_PRODUCER_EPOCH) and stay pending until the
+transaction's marker: the group's committed offsets change only if it commits. Partitions of unknown topics
+get UNKNOWN_TOPIC_OR_PARTITION.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from strom.protocol.errors import ErrorCode
+from strom.protocol.messages import txn_offset_commit as schema
+
+if TYPE_CHECKING:
+    from strom.server.dispatch import RequestContext
+
+VERSIONS = (0, 4)
+
+Response = schema.TxnOffsetCommitResponse
+TopicResponse = schema.TxnOffsetCommitResponse.TxnOffsetCommitResponseTopic
+PartitionResponse = schema.TxnOffsetCommitResponse.TxnOffsetCommitResponsePartition
+RequestTopic = schema.TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
+
+
+async def handle(ctx: RequestContext, request: schema.TxnOffsetCommitRequest) -> Response:
+    broker = ctx.broker
+    known: list[RequestTopic] = []
+    errors: dict[tuple[str, int], int] = {}
+    for topic in request.topics:
+        partitions = []
+        for p in topic.partitions:
+            if broker.leader_epoch(topic.name, p.partition_index) >= 0:
+                partitions.append(p)
+            else:
+                errors[topic.name, p.partition_index] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+        if partitions:
+            known.append(RequestTopic(topic.name, partitions))
+    if known:
+        committed = broker.groups.commit_txn_offsets(
+            dataclasses.replace(request, topics=known), ctx.api_version
+        )
+        for result in committed:
+            for answered in result.partitions:
+                errors[result.name, answered.partition_index] = answered.error_code
+    return Response(
+        topics=[
+            TopicResponse(
+                t.name,
+                [
+                    PartitionResponse(p.partition_index, errors[t.name, p.partition_index])
+                    for p in t.partitions
+                ],
+            )
+            for t in request.topics
+        ]
+    )
