@@ -10,7 +10,7 @@ from scenario import CLIENT_TIMEOUT_S, Message, create_topic_with_confluent, pro
 
 from strom.protocol.client import BrokerConnection
 from strom.protocol.errors import ErrorCode
-from strom.protocol.messages import fetch, init_producer_id, produce
+from strom.protocol.messages import fetch, find_coordinator, init_producer_id, produce
 from strom.protocol.record_batch import BatchHeader, Record, build_batch, decode_batch, validate_record_set
 from strom.testing.process import StromProcess
 
@@ -142,17 +142,30 @@ def test_a_resent_idempotent_batch_gets_its_original_offset_and_is_stored_once(
     assert [(header.base_offset, header.base_sequence) for header, _ in stored] == [(0, 0), (3, 3)]
 
 
-def test_a_transactional_id_is_not_served_yet(strom_broker: StromProcess) -> None:
+def test_a_transactional_id_is_served_by_its_coordinator_only(strom_broker: StromProcess) -> None:
+    """Before anyone looked for its coordinator, __transaction_state does not exist: NOT_COORDINATOR, as a
+    Kafka broker that does not lead the id's partition answers. After FindCoordinator: epochs 0, then 1."""
+    request = init_producer_id.InitProducerIdRequest(
+        transactional_id="payments", transaction_timeout_ms=60_000
+    )
     with _connect(strom_broker) as conn:
-        response = conn.call(
-            init_producer_id.API_KEY,
-            conn.negotiate(init_producer_id.API_KEY),
-            init_producer_id.InitProducerIdRequest(
-                transactional_id="payments", transaction_timeout_ms=60_000
-            ),
+        version = conn.negotiate(init_producer_id.API_KEY)
+        before = conn.call(init_producer_id.API_KEY, version, request)
+        found = conn.call(
+            find_coordinator.API_KEY,
+            conn.negotiate(find_coordinator.API_KEY),
+            find_coordinator.FindCoordinatorRequest(key_type=1, coordinator_keys=["payments"]),
         )
-    assert response.error_code == ErrorCode.COORDINATOR_NOT_AVAILABLE
-    assert (response.producer_id, response.producer_epoch) == (-1, -1)
+        first = conn.call(init_producer_id.API_KEY, version, request)
+        second = conn.call(init_producer_id.API_KEY, version, request)
+    assert before.error_code == ErrorCode.NOT_COORDINATOR
+    assert [c.error_code for c in found.coordinators] == [ErrorCode.NONE]
+    assert (first.error_code, first.producer_epoch) == (ErrorCode.NONE, 0)
+    assert (second.error_code, second.producer_id, second.producer_epoch) == (
+        ErrorCode.NONE,
+        first.producer_id,
+        1,
+    )
 
 
 def test_producer_ids_are_never_handed_out_twice_even_after_a_kill(fresh_broker: StromProcess) -> None:
