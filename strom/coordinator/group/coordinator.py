@@ -31,7 +31,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from strom.coordinator.group.config import GroupConfig
@@ -57,7 +56,7 @@ from strom.coordinator.group.records import (
 from strom.coordinator.group.state import CLASSIC_GROUP_TYPE, ClassicGroup, GroupState, Respond
 from strom.coordinator.group.subscriptions import CONSUMER_PROTOCOL_TYPE
 from strom.coordinator.group.timer import Timer
-from strom.coordinator.internal_topic import partition_for
+from strom.coordinator.internal_topic import PartitionOwnership, partition_for
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import consumer_group_describe as consumer_describe
 from strom.protocol.messages import consumer_group_heartbeat as consumer_heartbeat
@@ -109,16 +108,6 @@ def wall_clock_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(slots=True)
-class _Ownership:
-    """Which partitions of __consumer_offsets this coordinator serves, and which are still loading."""
-
-    num_partitions: int = 0
-    loading: set[int] = field(default_factory=set)
-    active: set[int] = field(default_factory=set)
-    loaded_groups: defaultdict[int, set[str]] = field(default_factory=lambda: defaultdict(set))
-
-
 class GroupCoordinator:
     """Consumer groups and committed offsets; see the module docstring for how it is driven."""
 
@@ -138,7 +127,9 @@ class GroupCoordinator:
         self._offsets = OffsetStore()
         self._pending_txn_offsets = PendingTxnOffsets()
         self._timer = Timer()
-        self._ownership = _Ownership()
+        self._ownership = PartitionOwnership()
+        #: Groups replayed per partition still loading: their member sessions start when it is done.
+        self._loaded_groups: defaultdict[int, set[str]] = defaultdict(set)
         self._membership = Membership(self._groups, self._timer, config, clock, self._store_group)
         # Consumer-protocol groups (KIP-848) share the group id space, the offsets and the timer.
         self.consumer_groups = ConsumerGroups(
@@ -162,10 +153,7 @@ class GroupCoordinator:
 
     def begin_loading(self, num_partitions: int, partitions: Iterable[int]) -> None:
         """Take ownership of partitions of a topic with `num_partitions`; they answer once loaded."""
-        self._ownership.num_partitions = num_partitions
-        for partition in partitions:
-            self._ownership.active.discard(partition)
-            self._ownership.loading.add(partition)
+        self._ownership.begin_loading(num_partitions, partitions)
 
     def replay(self, record: StoredRecord, *, producer_id: int = -1) -> None:
         """Apply one record of __consumer_offsets; the last record of a key wins, a tombstone deletes it.
@@ -190,25 +178,18 @@ class GroupCoordinator:
 
     def finish_loading(self, partition: int) -> None:
         """The partition is replayed: start the sessions of its groups' members and serve it."""
-        ownership = self._ownership
         self.consumer_groups.on_loaded(
             {g.group_id for g in self.consumer_groups if self.partition_for(g.group_id) == partition}
         )
-        for group_id in ownership.loaded_groups.pop(partition, ()):
+        for group_id in self._loaded_groups.pop(partition, ()):
             group = self._groups.get(group_id)
             if group is not None:
                 self._membership.on_loaded(group)
-        ownership.loading.discard(partition)
-        ownership.active.add(partition)
+        self._ownership.finish_loading(partition)
         self._run_due()
 
     def _availability_error(self, group_id: str) -> ErrorCode | None:
-        partition = self.partition_for(group_id)
-        if partition in self._ownership.active:
-            return None
-        if partition in self._ownership.loading:
-            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
-        return ErrorCode.NOT_COORDINATOR
+        return self._ownership.availability_error(self.partition_for(group_id))
 
     def get_group(self, group_id: str) -> ClassicGroup | None:
         """A group's live state, for inspection; callers must not change it."""
@@ -715,7 +696,7 @@ class GroupCoordinator:
         self._groups[group.group_id] = group
         partition = self.partition_for(group.group_id)
         if partition in self._ownership.loading:
-            self._ownership.loaded_groups[partition].add(group.group_id)
+            self._loaded_groups[partition].add(group.group_id)
 
     def _replace_group(self, group: ClassicGroup) -> None:
         old = self._groups.pop(group.group_id, None)
