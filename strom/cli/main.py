@@ -22,6 +22,8 @@ COMMANDS = {
     "produce": ("strom.cli.produce", "send lines from stdin or a file as messages"),
     "consume": ("strom.cli.consume", "print messages of a topic"),
     "groups": ("strom.cli.groups", "list, describe, reset offsets of and delete consumer groups"),
+    "transactions": ("strom.cli.transactions", "list and describe transactional ids"),
+    "producers": ("strom.cli.producers", "show the active producers of a topic's partitions"),
 }
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
