@@ -2,13 +2,15 @@
 
 A read_committed consumer receives, with each batch range, the transactions aborted in it (producer id and
 first offset), so it can drop their records. Kafka keeps them in a per-segment ``.txnindex`` file; here they
-live in memory, ordered by their marker's offset, because they are rebuilt from the markers in the log
-whenever the producer state is (see `PartitionLog`), which already reads every batch header on open.
+live in memory, ordered by their marker's offset, and are persisted in the producer-state snapshots (see
+`producer_snapshot` for why), so an open restores them with the producer state and replays only the markers
+written after the snapshot.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 
 from strom.log.producer_state import CompletedTxn
 
@@ -42,3 +44,13 @@ class AbortedTxnIndex:
     def clear(self) -> None:
         self._txns.clear()
         self._marker_offsets.clear()
+
+    def to_snapshot(self) -> list[CompletedTxn]:
+        """The aborted transactions, by marker offset, for a snapshot."""
+        return list(self._txns)
+
+    def restore_snapshot(self, txns: Iterable[CompletedTxn]) -> None:
+        """Replace the index with a snapshot's transactions (already in marker order)."""
+        self.clear()
+        for txn in txns:
+            self.add(txn)

@@ -50,6 +50,13 @@ class _IndexFile:
             self.persisted = entries
             self.dirty = True
 
+    def clear(self) -> None:
+        """Empty the file, whatever it holds: an index being rebuilt was never read, so ``persisted`` does
+        not know of its old entries, and a shorter rebuilt index would leave some of them behind."""
+        os.ftruncate(self._fd, 0)
+        self.persisted = 0
+        self.dirty = True
+
     def write_tail(self, encoded: bytes, entries: int) -> None:
         """Write ``encoded`` (entries persisted..entries) after what the file holds."""
         if encoded:
@@ -104,7 +111,9 @@ class _SparseIndex:
         self._file.dropped_to(keep)
 
     def reset(self) -> None:
+        """Drop every entry, in memory and on disk (before a rebuild)."""
         self.truncate_to(self.base_offset)
+        self._file.clear()
 
     def persist(self) -> None:
         first, second = self._columns()

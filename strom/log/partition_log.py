@@ -21,6 +21,7 @@ from pathlib import Path
 from strom.log.aborted_txns import AbortedTxnIndex
 from strom.log.config import LogConfig
 from strom.log.files import fsync_dir, parse_log_dir_name
+from strom.log.producer_snapshot import ProducerSnapshots
 from strom.log.producer_state import BatchMetadata, CompletedTxn, ProducerStateManager
 from strom.log.recovery import load_log
 from strom.log.retention import below_log_start, beyond_size, deletable_prefix, older_than
@@ -84,7 +85,7 @@ class PartitionLog:
 
         Without a clean shutdown, everything from ``recovery_point`` on is re-validated (the defaults recover
         the whole log). ``log_start_offset`` is the checkpointed value, restored after DeleteRecords. Producer
-        state is rebuilt from the batch headers of the recovered log.
+        state comes from the latest snapshot and the batch headers of the recovered log after it.
         """
         self.directory = Path(directory)
         self.topic, self.partition = parse_log_dir_name(self.directory.name)
@@ -113,6 +114,7 @@ class PartitionLog:
         self._closed = False
         self.producers = ProducerStateManager()
         self.aborted_txns = AbortedTxnIndex()
+        self._snapshots = ProducerSnapshots(self.directory)
         self._rebuild_producer_state()
 
     # -- offsets ---------------------------------------------------------------------------------------------
@@ -139,7 +141,9 @@ class PartitionLog:
         """Offsets below this are decided: read_committed consumers read no further (Kafka's LSO)."""
         first_unstable = self.producers.first_unstable_offset()
         high_watermark = self.high_watermark
-        return high_watermark if first_unstable is None else min(first_unstable, high_watermark)
+        if first_unstable is None:
+            return high_watermark
+        return min(max(first_unstable, self._log_start_offset), high_watermark)
 
     def update_config(self, config: LogConfig) -> None:
         """Apply new topic settings; segment sizes and index limits take effect from the next roll."""
@@ -267,6 +271,7 @@ class PartitionLog:
         self._base_offsets.append(segment.base_offset)
         self._rolled_unflushed = True
         self._dir_dirty = True
+        self._take_snapshot()
         return segment
 
     def maybe_roll(self, now_ms: int) -> None:
@@ -440,15 +445,32 @@ class PartitionLog:
     def _forget_producers_before(self, offset: int) -> None:
         self.producers.forget_before(offset)
         self.aborted_txns.forget_before(offset)
+        self._snapshots.delete_below(offset)
 
     def _rebuild_producer_state(self) -> None:
-        """Replay the producer batches and markers not wholly below the log start offset, oldest first; only
-        markers are decoded (a marker is one small uncompressed record)."""
+        """Restore the latest readable snapshot at or below the log end offset (after dropping those outside
+        the log), then replay the producer batches and markers after it that are not wholly below the log
+        start offset, oldest first; without a snapshot, the whole log. Only markers are decoded (a marker is
+        one small uncompressed record)."""
+        self._snapshots.delete_above(self._log_end_offset)
+        self._snapshots.delete_below(self._log_start_offset)
+        snapshot = self._snapshots.load_latest(self._log_end_offset)
         self.producers.clear()
         self.aborted_txns.clear()
-        for segment in self._segments:
-            for position, header in segment.batches_from(0):
-                if header.producer_id < 0 or header.last_offset < self._log_start_offset:
+        replay_from = self._log_start_offset
+        if snapshot is not None:
+            self.producers.restore_snapshot(snapshot.producers)
+            self.aborted_txns.restore_snapshot(snapshot.aborted_txns)
+            self.producers.forget_before(self._log_start_offset)  # the start may have moved since
+            self.aborted_txns.forget_before(self._log_start_offset)
+            replay_from = snapshot.offset
+        first = max(bisect_right(self._base_offsets, replay_from) - 1, 0)
+        for segment in self._segments[first:]:
+            found = segment.translate_offset(replay_from)
+            if found is None:
+                continue
+            for position, header in segment.batches_from(found[0]):
+                if header.producer_id < 0 or header.last_offset < replay_from:
                     continue
                 if not header.is_control:
                     self.producers.record(header)
@@ -461,6 +483,19 @@ class PartitionLog:
                     )
                     continue
                 self._record_marker(header, *marker)
+
+    def _take_snapshot(self) -> None:
+        """Persist the producer state at the log end offset (at each roll and on close), so an open replays
+        only what follows. A snapshot already there is current: at a given end offset only forgetting changes
+        the state, and a restore forgets again. A failed write costs only a longer replay."""
+        if self._snapshots.latest_offset == self._log_end_offset:
+            return
+        try:
+            self._snapshots.write(
+                self._log_end_offset, self.producers.to_snapshot(), self.aborted_txns.to_snapshot()
+            )
+        except OSError as exc:
+            logger.warning("could not write a producer snapshot for %s: %s", self, exc)
 
     # -- durability ------------------------------------------------------------------------------------------
 
@@ -495,6 +530,7 @@ class PartitionLog:
         if self._closed:
             return
         if flush:
+            self._take_snapshot()
             self.flush()
         for segment in self._segments:
             segment.close()

@@ -18,15 +18,20 @@ producer's is INVALID_PRODUCER_EPOCH, a coordinator epoch older than the last on
 TRANSACTION_COORDINATOR_FENCED. A producer with an open transaction may not write outside it
 (INVALID_TXN_STATE).
 
-The state is rebuilt from batch headers (and marker records) when a log opens and after a truncation, and
-producers whose batches and markers all fall below the log start offset are forgotten unless they have a
-transaction open, so what is in memory equals what a rebuild would produce.
+The state is persisted in snapshots (see `producer_snapshot`) and, when a log opens or truncates, restored
+from the latest one and brought up to date from the batch headers (and marker records) after it. When the log
+start offset moves, what the batches below it contributed is forgotten: producers left with nothing above it
+(unless they have a transaction open), batches below it, and a marker below it with its coordinator epoch.
+Together with ``last_timestamp`` being that of the producer's latest batch or marker (as in Kafka), this keeps
+what is in memory equal to what a replay of the log from its start offset produces, so a snapshot taken at
+any time restores exactly. The one thing a replay cannot know is where a transaction that spans the log start
+offset began: the state keeps the true first offset, a replay finds the first batch it still sees.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -65,6 +70,7 @@ class ProducerEntry:
     epoch: int
     batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=BATCHES_TO_RETAIN))
     coordinator_epoch: int = -1
+    #: Max timestamp of the producer's latest batch or marker (Kafka's lastTimestamp: latest, not largest).
     last_timestamp: int = -1
     #: Offset of the producer's first batch in its open transaction; -1 when none is open.
     txn_first_offset: int = -1
@@ -208,7 +214,7 @@ class ProducerStateManager:
                     batch.max_timestamp,
                 )
             )
-        entry.last_timestamp = max(entry.last_timestamp, batch.max_timestamp)
+        entry.last_timestamp = batch.max_timestamp
         if batch.is_transactional and entry.txn_first_offset < 0:
             entry.txn_first_offset = batch.base_offset
             self._open_txns[batch.producer_id] = batch.base_offset
@@ -223,7 +229,7 @@ class ProducerStateManager:
         self._open_txns.pop(batch.producer_id, None)
         entry.coordinator_epoch = coordinator_epoch
         entry.last_marker_offset = batch.base_offset
-        entry.last_timestamp = max(entry.last_timestamp, batch.max_timestamp)
+        entry.last_timestamp = batch.max_timestamp
         return CompletedTxn(batch.producer_id, first, batch.base_offset, control_type is ControlType.ABORT)
 
     def clear(self) -> None:
@@ -232,10 +238,27 @@ class ProducerStateManager:
         self._open_txns.clear()
 
     def forget_before(self, log_start_offset: int) -> None:
-        """Drop batches that ended below the new log start offset, and producers left with nothing there."""
+        """Drop batches that ended below the new log start offset, a last marker below it (with the
+        coordinator epoch it carried), and producers left with nothing there: what a replay would not see."""
         for producer_id, entry in list(self._producers.items()):
             batches = entry.batches
             while batches and batches[0].last_offset < log_start_offset:
                 batches.popleft()
-            if not batches and entry.txn_first_offset < 0 and entry.last_marker_offset < log_start_offset:
+            if entry.last_marker_offset < log_start_offset:
+                entry.last_marker_offset = entry.coordinator_epoch = -1
+            if not batches and entry.txn_first_offset < 0 and entry.last_marker_offset < 0:
                 del self._producers[producer_id]
+
+    # -- snapshots -------------------------------------------------------------------------------------------
+
+    def to_snapshot(self) -> list[ProducerEntry]:
+        """The entries a snapshot persists (live objects: encode them before the next change)."""
+        return list(self._producers.values())
+
+    def restore_snapshot(self, entries: Iterable[ProducerEntry]) -> None:
+        """Replace the whole state with a snapshot's entries, open transactions included."""
+        self.clear()
+        for entry in entries:
+            self._producers[entry.producer_id] = entry
+            if entry.txn_first_offset >= 0:
+                self._open_txns[entry.producer_id] = entry.txn_first_offset

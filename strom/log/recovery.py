@@ -24,7 +24,7 @@ from strom.log.files import (
     parse_segment_stem,
 )
 from strom.log.index import CorruptIndexError
-from strom.log.segment import LogSegment
+from strom.log.segment import CorruptSegmentError, LogSegment
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def load_log(
     for segment in segments[:first_unflushed]:
         try:
             segment.load()
-        except CorruptIndexError as exc:
+        except (CorruptIndexError, CorruptSegmentError) as exc:  # a stale index can point between batches
             logger.warning("rebuilding indexes of %s: %s", segment.path, exc)
             segment.recover()
     segments = _recover_segments(segments, first_unflushed)

@@ -198,33 +198,55 @@ class Broker:
     def verify_transactional_write(
         self, transactional_id: str, topic: str, partition: int, records: memoryview
     ) -> None:
-        """KIP-890 part 1: a transactional batch must go to a partition of the producer's open transaction
-        (INVALID_TXN_STATE otherwise; INVALID_PRODUCER_EPOCH when the producer was fenced)."""
-        if (
-            not self.config.get_bool("transaction.partition.verification.enable")
-            or len(records) < BATCH_HEADER_SIZE
-        ):
+        """Produce: a transactional batch must belong to the producer's open transaction (see below)."""
+        if len(records) < BATCH_HEADER_SIZE:
             return
         header = parse_batch_header(records)
-        if not header.is_transactional:
+        if header.is_transactional:
+            self.verify_in_transaction(
+                transactional_id,
+                header.producer_id,
+                header.producer_epoch,
+                topic,
+                partition,
+                retriable=ErrorCode.NOT_ENOUGH_REPLICAS,
+            )
+
+    def verify_in_transaction(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        topic: str,
+        partition: int,
+        *,
+        retriable: ErrorCode,
+    ) -> None:
+        """KIP-890 part 1 (``transaction.partition.verification.enable``): a transactional write (a batch, or
+        TxnOffsetCommit's offsets) must go to a partition of the producer's open transaction, so a late write
+        cannot open a transaction nobody will end. Raises INVALID_PRODUCER_EPOCH for a fenced producer,
+        INVALID_TXN_STATE for a partition outside its transaction, ``retriable`` while the coordinator cannot
+        tell yet (loading, or markers being written)."""
+        if not self.config.get_bool("transaction.partition.verification.enable"):
             return
         try:
-            errors = self.transactions.verify_partitions(
-                transactional_id, header.producer_id, header.producer_epoch, [(topic, partition)]
-            )
+            error = self.transactions.verify_partitions(
+                transactional_id, producer_id, producer_epoch, [(topic, partition)]
+            )[topic, partition]
+            message = f"{topic}-{partition} is not part of an open transaction of {transactional_id!r}"
         except KafkaError as exc:
-            if exc.code in (ErrorCode.COORDINATOR_LOAD_IN_PROGRESS, ErrorCode.NOT_COORDINATOR):
-                raise KafkaError(
-                    ErrorCode.NOT_ENOUGH_REPLICAS, "the transaction coordinator is loading"
-                ) from exc
-            if exc.code is ErrorCode.PRODUCER_FENCED:
-                raise KafkaError(ErrorCode.INVALID_PRODUCER_EPOCH, exc.message) from exc
-            raise KafkaError(ErrorCode.INVALID_TXN_STATE, exc.message) from exc
-        if errors[topic, partition] is not ErrorCode.NONE:
-            raise KafkaError(
-                ErrorCode.INVALID_TXN_STATE,
-                f"{topic}-{partition} is not part of an open transaction of {transactional_id!r}",
-            )
+            error, message = exc.code, exc.message or exc.code.message
+        if error is ErrorCode.NONE:
+            return
+        if error in (
+            ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+            ErrorCode.NOT_COORDINATOR,
+            ErrorCode.CONCURRENT_TRANSACTIONS,
+        ):
+            raise KafkaError(retriable, message)
+        if error is ErrorCode.PRODUCER_FENCED:
+            raise KafkaError(ErrorCode.INVALID_PRODUCER_EPOCH, message)
+        raise KafkaError(ErrorCode.INVALID_TXN_STATE, message)
 
     async def wait_for_append(self, partitions: Iterable[tuple[str | None, int]], timeout: float) -> None:
         await self._waiters.wait(partitions, timeout)

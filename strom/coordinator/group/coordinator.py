@@ -31,7 +31,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from strom.coordinator.group.config import GroupConfig
 from strom.coordinator.group.consumer_group import CONSUMER_GROUP_TYPE, NoTopics, TopicCatalog
@@ -75,6 +75,28 @@ from strom.protocol.messages.leave_group import LeaveGroupRequest, LeaveGroupRes
 from strom.protocol.messages.sync_group import SyncGroupRequest, SyncGroupResponse
 
 log = logging.getLogger(__name__)
+
+
+class _CommitRequestPartition(Protocol):
+    partition_index: int
+    committed_offset: int
+    committed_leader_epoch: int
+    committed_metadata: str | None
+
+
+class _CommitRequestTopic(Protocol):
+    name: str
+
+    @property
+    def partitions(self) -> Sequence[_CommitRequestPartition]: ...
+
+
+class _PartitionResult(Protocol):
+    error_code: int
+
+
+_Result = TypeVar("_Result", bound=_PartitionResult)
+_TopicResult = TypeVar("_TopicResult")
 
 
 class RecordWriter(Protocol):
@@ -256,44 +278,20 @@ class GroupCoordinator:
                 self._validate_commit(request, api_version)
             except KafkaError as exc:
                 error = exc.code
-        if error is not None:
-            return [
-                CommitTopic(t.name, [CommitPartition(p.partition_index, error) for p in t.partitions])
-                for t in request.topics
-            ]
-        group = self._groups.get(request.group_id)
-        if group is not None and group.is_in(GroupState.STABLE, GroupState.PREPARING_REBALANCE):
-            self._membership.keep_alive(group, request.member_id)  # commits count as heartbeats
+        if error is None:
+            group = self._groups.get(request.group_id)
+            if group is not None and group.is_in(GroupState.STABLE, GroupState.PREPARING_REBALANCE):
+                self._membership.keep_alive(group, request.member_id)  # commits count as heartbeats
         now = self._clock()
-        expire = now + request.retention_time_ms if request.retention_time_ms >= 0 else -1
-        max_metadata = self.config.offset_metadata_max_bytes
-        records: list[StoredRecord] = []
-        accepted: list[CommitPartition] = []
-        response: list[CommitTopic] = []
-        for topic in request.topics:
-            results = []
-            for p in topic.partitions:
-                metadata = p.committed_metadata or ""
-                if _java_length(metadata) > max_metadata:
-                    results.append(CommitPartition(p.partition_index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
-                    continue
-                value = OffsetCommitValue(p.committed_offset, p.committed_leader_epoch, metadata, now, expire)
-                records.append(
-                    StoredRecord(OffsetCommitKey(request.group_id, topic.name, p.partition_index), value)
-                )
-                result = CommitPartition(p.partition_index, ErrorCode.NONE)
-                accepted.append(result)
-                results.append(result)
-            response.append(CommitTopic(topic.name, results))
-        if records:
-            try:
-                self._write(self.partition_for(request.group_id), records)
-            except KafkaError as exc:
-                for result in accepted:
-                    result.error_code = append_error(exc.code)
-                return response
-            for record in records:
-                self.replay(record)
+        response = self._store_offsets(
+            request.group_id,
+            request.topics,
+            error,
+            expire=now + request.retention_time_ms if request.retention_time_ms >= 0 else -1,
+            producer=None,
+            make_topic=CommitTopic,
+            make_partition=CommitPartition,
+        )
         self._run_due()
         return response
 
@@ -311,41 +309,62 @@ class GroupCoordinator:
                 self._validate_txn_commit(request, api_version)
             except KafkaError as exc:
                 error = exc.code
+        return self._store_offsets(
+            request.group_id,
+            request.topics,
+            error,
+            expire=-1,
+            producer=ProducerStamp(request.producer_id, request.producer_epoch),
+            make_topic=TxnCommitTopic,
+            make_partition=TxnCommitPartition,
+        )
+
+    def _store_offsets(
+        self,
+        group_id: str,
+        topics: Sequence[_CommitRequestTopic],
+        error: ErrorCode | None,
+        *,
+        expire: int,
+        producer: ProducerStamp | None,
+        make_topic: Callable[[str, list[_Result]], _TopicResult],
+        make_partition: Callable[[int, int], _Result],
+    ) -> list[_TopicResult]:
+        """Write the commits of an OffsetCommit or TxnOffsetCommit (``producer`` set: a transactional batch,
+        pending until its marker) in one append, and answer per partition; ``error`` fails them all."""
         if error is not None:
             return [
-                TxnCommitTopic(t.name, [TxnCommitPartition(p.partition_index, error) for p in t.partitions])
-                for t in request.topics
+                make_topic(t.name, [make_partition(p.partition_index, error) for p in t.partitions])
+                for t in topics
             ]
         now = self._clock()
         max_metadata = self.config.offset_metadata_max_bytes
         records: list[StoredRecord] = []
-        accepted: list[TxnCommitPartition] = []
-        response: list[TxnCommitTopic] = []
-        for topic in request.topics:
+        accepted: list[_Result] = []
+        response: list[_TopicResult] = []
+        for topic in topics:
             results = []
             for p in topic.partitions:
                 metadata = p.committed_metadata or ""
                 if _java_length(metadata) > max_metadata:
-                    results.append(TxnCommitPartition(p.partition_index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
+                    results.append(make_partition(p.partition_index, ErrorCode.OFFSET_METADATA_TOO_LARGE))
                     continue
-                value = OffsetCommitValue(p.committed_offset, p.committed_leader_epoch, metadata, now, -1)
-                records.append(
-                    StoredRecord(OffsetCommitKey(request.group_id, topic.name, p.partition_index), value)
-                )
-                result = TxnCommitPartition(p.partition_index, ErrorCode.NONE)
+                value = OffsetCommitValue(p.committed_offset, p.committed_leader_epoch, metadata, now, expire)
+                records.append(StoredRecord(OffsetCommitKey(group_id, topic.name, p.partition_index), value))
+                result = make_partition(p.partition_index, ErrorCode.NONE)
                 accepted.append(result)
                 results.append(result)
-            response.append(TxnCommitTopic(topic.name, results))
+            response.append(make_topic(topic.name, results))
         if records:
-            producer = ProducerStamp(request.producer_id, request.producer_epoch)
             try:
-                self._write(self.partition_for(request.group_id), records, producer)
+                self._write(self.partition_for(group_id), records, producer)
             except KafkaError as exc:
                 for result in accepted:
                     result.error_code = append_error(exc.code)
                 return response
+            producer_id = producer.producer_id if producer is not None else -1
             for record in records:
-                self.replay(record, producer_id=request.producer_id)
+                self.replay(record, producer_id=producer_id)
         return response
 
     def _validate_txn_commit(

@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from strom.coordinator.internal_topic import PartitionOwnership, partition_for
 from strom.coordinator.transaction.records import TransactionLogValue
@@ -82,8 +82,7 @@ class TransactionConfig:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class ProducerIdAndEpoch:
+class ProducerIdAndEpoch(NamedTuple):
     producer_id: int
     producer_epoch: int
 
@@ -163,15 +162,8 @@ class TransactionCoordinator:
         txn = self._txns.get(transactional_id)
         if txn is None:
             txn = TransactionMetadata(transactional_id, self._new_producer_id(), -1, timeout_ms)
-        elif expected is not None and not txn.owns(expected.producer_id, expected.producer_epoch):
+        elif expected is not None and not txn.may_be_claimed_by(*expected):
             raise KafkaError(ErrorCode.PRODUCER_FENCED, "the expected producer id and epoch are not current")
-        elif (
-            expected is not None
-            and txn.state is TxnState.EMPTY
-            and expected.producer_id == txn.producer_id
-            and expected.producer_epoch == txn.last_producer_epoch
-        ):
-            return ProducerIdAndEpoch(txn.producer_id, txn.producer_epoch)  # a retried bump
         if txn.state in PREPARING:
             raise KafkaError(ErrorCode.CONCURRENT_TRANSACTIONS)
         if txn.state is TxnState.ONGOING:
@@ -180,7 +172,23 @@ class TransactionCoordinator:
             if txn.state is not TxnState.COMPLETE_ABORT:
                 raise KafkaError(ErrorCode.CONCURRENT_TRANSACTIONS)  # markers still to be written
         updated = _copy(txn)
-        self._bump_epoch(updated)
+        expected_epoch = None if expected is None else expected.producer_epoch
+        if updated.epoch_exhausted and expected_epoch in (None, updated.producer_epoch):
+            # Rotate to a new producer id; a recovering caller's retry must find the old epoch again.
+            updated.previous_producer_id = updated.producer_id
+            updated.last_producer_epoch = updated.producer_epoch if expected is not None else -1
+            updated.producer_id = self._new_producer_id()
+            updated.producer_epoch = 0
+        elif expected_epoch is None:
+            updated.last_producer_epoch = -1
+            updated.producer_epoch += 1
+        elif updated.producer_epoch in (-1, expected_epoch):
+            updated.last_producer_epoch = updated.producer_epoch
+            updated.producer_epoch += 1
+        elif expected_epoch == updated.last_producer_epoch:
+            return ProducerIdAndEpoch(txn.producer_id, txn.producer_epoch)  # a retried bump: same answer
+        else:
+            raise KafkaError(ErrorCode.PRODUCER_FENCED, f"epoch {expected_epoch} is not the current epoch")
         updated.timeout_ms = timeout_ms
         updated.state = TxnState.EMPTY
         updated.partitions = set()
@@ -188,22 +196,13 @@ class TransactionCoordinator:
         self._store(updated)
         return ProducerIdAndEpoch(updated.producer_id, updated.producer_epoch)
 
-    def _bump_epoch(self, txn: TransactionMetadata) -> None:
-        if txn.producer_epoch >= MAX_PRODUCER_EPOCH - 1:
-            txn.previous_producer_id = txn.producer_id
-            txn.producer_id = self._new_producer_id()
-            txn.last_producer_epoch = -1
-            txn.producer_epoch = 0
-        else:
-            txn.last_producer_epoch = txn.producer_epoch
-            txn.producer_epoch += 1
-
     def _fence_and_abort(self, txn: TransactionMetadata) -> None:
-        """Abort an open transaction with a bumped epoch, so its producer can write no more (a zombie)."""
+        """Abort an open transaction with a bumped epoch, so its producer can write no more (a zombie); the
+        fenced epoch is not remembered, so that producer cannot recover into its successor's epoch."""
         fenced = _copy(txn)
         if fenced.producer_epoch < MAX_PRODUCER_EPOCH:
-            fenced.last_producer_epoch = fenced.producer_epoch
             fenced.producer_epoch += 1
+        fenced.last_producer_epoch = -1
         self._prepare_and_complete(fenced, commit=False)
 
     # ================================================================== AddPartitionsToTxn / AddOffsetsToTxn
@@ -239,6 +238,8 @@ class TransactionCoordinator:
         """KIP-890's verification: whether each partition is in the producer's open transaction (NONE) or not
         (INVALID_TXN_STATE); nothing is changed."""
         txn = self._owned_txn(transactional_id, producer_id, producer_epoch)
+        if txn.state in PREPARING:
+            raise KafkaError(ErrorCode.CONCURRENT_TRANSACTIONS)
         ongoing = txn.state is TxnState.ONGOING
         return {
             tp: ErrorCode.NONE if ongoing and tp in txn.partitions else ErrorCode.INVALID_TXN_STATE
@@ -246,6 +247,8 @@ class TransactionCoordinator:
         }
 
     def _owned_txn(self, transactional_id: str, producer_id: int, producer_epoch: int) -> TransactionMetadata:
+        if not transactional_id:
+            raise KafkaError(ErrorCode.INVALID_REQUEST, "the transactional id is empty")
         self._check_available(transactional_id)
         txn = self._txns.get(transactional_id)
         if txn is None or txn.producer_id != producer_id:
@@ -308,11 +311,16 @@ class TransactionCoordinator:
             log.warning("could not complete transactional id %r: %s", txn.transactional_id, exc)
 
     def _store(self, txn: TransactionMetadata) -> None:
-        """Write the id's new state, then adopt it; raises KafkaError (state unchanged) if the write fails."""
+        """Write the id's new state, then adopt it; raises KafkaError (state unchanged) if the write fails,
+        with the code Kafka gives clients for it: retry elsewhere or later, never a storage detail."""
         txn.last_update_timestamp = self._clock()
-        self._write_record(
-            self.partition_for(txn.transactional_id), txn.transactional_id, txn.to_record_value()
-        )
+        try:
+            self._write_record(
+                self.partition_for(txn.transactional_id), txn.transactional_id, txn.to_record_value()
+            )
+        except KafkaError as exc:
+            code = _WRITE_ERRORS.get(exc.code, ErrorCode.UNKNOWN_SERVER_ERROR)
+            raise KafkaError(code, exc.message) from exc
         self._txns[txn.transactional_id] = txn
 
     # ================================================================== administration
@@ -331,7 +339,10 @@ class TransactionCoordinator:
         min_duration_ms: int = -1,
     ) -> list[TransactionMetadata]:
         """Ids of the served partitions, filtered as ListTransactions asks (empty filters match all); the
-        duration filter keeps open transactions that started at least that long ago."""
+        duration filter keeps open transactions running longer than that. COORDINATOR_LOAD_IN_PROGRESS while
+        a partition loads, as from Kafka."""
+        if self._ownership.loading:
+            raise KafkaError(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
         wanted_states, wanted_ids = set(states), set(producer_ids)
         now = self._clock()
         listed = []
@@ -342,7 +353,8 @@ class TransactionCoordinator:
                 continue
             if wanted_ids and txn.producer_id not in wanted_ids:
                 continue
-            if min_duration_ms >= 0 and (txn.state in SETTLED or now - txn.start_timestamp < min_duration_ms):
+            running_ms = now - txn.start_timestamp
+            if min_duration_ms >= 0 and (txn.state in SETTLED or running_ms <= min_duration_ms):
                 continue
             listed.append(txn)
         return sorted(listed, key=lambda t: t.transactional_id)
@@ -380,13 +392,24 @@ class TransactionCoordinator:
             partition = self.partition_for(txn.transactional_id)
             if self._ownership.availability_error(partition) is not None or txn.state not in SETTLED:
                 continue
-            if now - txn.last_update_timestamp > self.config.id_expiration_ms:
+            if now - txn.last_update_timestamp >= self.config.id_expiration_ms:
                 try:
                     self._write_record(partition, txn.transactional_id, None)
                 except KafkaError as exc:
                     log.warning("could not expire transactional id %r: %s", txn.transactional_id, exc)
                     continue
                 del self._txns[txn.transactional_id]
+
+
+#: What a failed write to __transaction_state tells the client (Kafka's TransactionStateManager mapping).
+_WRITE_ERRORS = {
+    ErrorCode.UNKNOWN_TOPIC_OR_PARTITION: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_ENOUGH_REPLICAS: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.REQUEST_TIMED_OUT: ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.NOT_LEADER_OR_FOLLOWER: ErrorCode.NOT_COORDINATOR,
+    ErrorCode.KAFKA_STORAGE_ERROR: ErrorCode.NOT_COORDINATOR,
+}
 
 
 def _copy(txn: TransactionMetadata) -> TransactionMetadata:

@@ -73,11 +73,18 @@ class TransactionMetadata:
     #: The producer id before the epoch ran out and a new id was handed out.
     previous_producer_id: int = -1
 
-    def owns(self, producer_id: int, producer_epoch: int) -> bool:
-        """Whether (id, epoch) is this transactional id's current producer, or its previous one (a retry)."""
-        if producer_id == self.producer_id:
-            return producer_epoch in (self.producer_epoch, self.last_producer_epoch)
-        return producer_id == self.previous_producer_id
+    @property
+    def epoch_exhausted(self) -> bool:
+        """Kafka hands out a new producer id rather than the last epoch, which markers would need."""
+        return self.producer_epoch >= MAX_PRODUCER_EPOCH - 1
+
+    def may_be_claimed_by(self, producer_id: int, producer_epoch: int) -> bool:
+        """Whether a producer recovering with (id, epoch) may ask for the next epoch (KIP-360): the id's
+        current producer id, or the one before it with the epoch it exhausted (a retried rotation). Its
+        epoch is checked when bumping."""
+        if self.producer_epoch == -1 or producer_id == self.producer_id:
+            return True
+        return producer_id == self.previous_producer_id and producer_epoch >= MAX_PRODUCER_EPOCH - 1
 
     def to_record_value(self) -> TransactionLogValue:
         by_topic: dict[str, list[int]] = {}

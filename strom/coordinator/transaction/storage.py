@@ -78,9 +78,9 @@ class TransactionStateTopic(CoordinatorTopic):
             try:
                 transactional_id = decode_key(record.key)
                 value = None if record.value is None else decode_value(record.value)
-            except DecodeError as exc:
+                transactions.replay(transactional_id, value)
+            except (DecodeError, ValueError) as exc:  # ValueError: a state Kafka does not number
                 log.error("skipping a malformed record in %s-%d: %s", TRANSACTION_STATE_TOPIC, partition, exc)
                 continue
-            transactions.replay(transactional_id, value)
             count += 1
         return count

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from strom.coordinator.transaction import TxnState
+from strom.protocol.errors import KafkaError
 from strom.protocol.messages import list_transactions as schema
 
 if TYPE_CHECKING:
@@ -34,9 +35,12 @@ async def handle(ctx: RequestContext, request: schema.ListTransactionsRequest) -
             states.append(state)
     if unknown and not states:
         return Response(unknown_state_filters=unknown)  # only unknown states: nothing can match
-    listed = ctx.broker.transactions.list_transactions(
-        states, request.producer_id_filters, request.duration_filter
-    )
+    try:
+        listed = ctx.broker.transactions.list_transactions(
+            states, request.producer_id_filters, request.duration_filter
+        )
+    except KafkaError as exc:
+        return Response(error_code=exc.code)
     return Response(
         unknown_state_filters=unknown,
         transaction_states=[

@@ -8,10 +8,12 @@ Versions served: 0-4.
   producer whose consumer was kicked out of the group cannot commit.
 - v4: TRANSACTION_ABORTABLE may be answered (KIP-890).
 
-The offsets go to ``__consumer_offsets`` in a transactional batch stamped with the producer's id and epoch
-(an older epoch than the partition has seen is INVALID_PRODUCER_EPOCH) and stay pending until the
-transaction's marker: the group's committed offsets change only if it commits. Partitions of unknown topics
-get UNKNOWN_TOPIC_OR_PARTITION.
+The group's partition of ``__consumer_offsets`` must be in the producer's open transaction (AddOffsetsToTxn
+first; KIP-890's verification, as for Produce): otherwise INVALID_TXN_STATE, or INVALID_PRODUCER_EPOCH for a
+fenced producer, and nothing is written. The offsets go to ``__consumer_offsets`` in a transactional batch
+stamped with the producer's id and epoch (an older epoch than the partition has seen is
+INVALID_PRODUCER_EPOCH) and stay pending until the transaction's marker: the group's committed offsets
+change only if it commits. Partitions of unknown topics get UNKNOWN_TOPIC_OR_PARTITION.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from strom.protocol.errors import ErrorCode
+from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import txn_offset_commit as schema
 
 if TYPE_CHECKING:
@@ -35,6 +37,22 @@ RequestTopic = schema.TxnOffsetCommitRequest.TxnOffsetCommitRequestTopic
 
 async def handle(ctx: RequestContext, request: schema.TxnOffsetCommitRequest) -> Response:
     broker = ctx.broker
+    try:
+        broker.verify_in_transaction(
+            request.transactional_id,
+            request.producer_id,
+            request.producer_epoch,
+            broker.offsets_topic.name,
+            broker.groups.partition_for(request.group_id),
+            retriable=ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        )
+    except KafkaError as exc:
+        return Response(
+            topics=[
+                TopicResponse(t.name, [PartitionResponse(p.partition_index, exc.code) for p in t.partitions])
+                for t in request.topics
+            ]
+        )
     known: list[RequestTopic] = []
     errors: dict[tuple[str, int], int] = {}
     for topic in request.topics:

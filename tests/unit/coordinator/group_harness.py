@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from strom.coordinator.group import GroupConfig, GroupCoordinator
+from strom.coordinator.group.offsets import ProducerStamp
 from strom.coordinator.group.records import StoredRecord, decode_key, decode_value, encode_key, encode_value
 from strom.coordinator.group.state import ClassicGroup
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -39,7 +40,9 @@ class MemoryLog:
     appends: int = 0
     fail_with: ErrorCode | None = None
 
-    def __call__(self, partition: int, records: Sequence[StoredRecord]) -> None:
+    def __call__(
+        self, partition: int, records: Sequence[StoredRecord], producer: ProducerStamp | None = None
+    ) -> None:
         if self.fail_with is not None:
             raise KafkaError(self.fail_with)
         self.appends += 1

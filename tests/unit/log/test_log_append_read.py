@@ -67,6 +67,7 @@ class TestAppend:
             "00000000000000000000.index",
             "00000000000000000000.log",
             "00000000000000000000.timeindex",
+            "00000000000000000003.snapshot",  # the producer state at the log end offset, written on close
         ]
         assert (log.topic, log.partition) == ("orders", 0)
 

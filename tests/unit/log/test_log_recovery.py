@@ -246,3 +246,20 @@ os.kill(os.getpid(), signal.SIGKILL)
     assert log.log_end_offset == 50
     assert [value for _, _, value in decode_records(_all_bytes(log))] == [b"%d" % n for n in range(50)]
     log.close()
+
+
+def test_an_index_rebuilt_shorter_leaves_no_stale_entries_on_disk(log_dir: Path, config: LogConfig) -> None:
+    """Recovery rebuilds an index without reading the old file; a truncation after that must still shorten
+    the file, or a later clean open trusts entries that point into other batches."""
+    _crashed_log(log_dir, config, batches=25)  # three segments of ten batches at most
+    PartitionLog(log_dir, config).close()  # recovered, and every index written in full
+    log = PartitionLog(log_dir, config)  # recovered again: the index files were not read
+    middle = sorted(log_dir.glob("*.index"))[1]
+    log.truncate_to(int(middle.stem) + 2)  # the middle segment keeps a batch or so
+    log.close()
+    index = middle
+    written = index.read_bytes()
+    for path in log_dir.glob("*.index"):
+        path.unlink()
+    PartitionLog(log_dir, config).close()  # the same segment, its index rebuilt from nothing
+    assert written == index.read_bytes()
