@@ -3,7 +3,6 @@ processes by test_groups_confluent.py)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_results import as_json, one_error_line, succeeded
 from group_scenario import (
     GROUP_PARTITIONS,
     SMALL_PARTITIONS,
@@ -54,26 +54,6 @@ def strom(group_broker: StromProcess) -> Strom:
         return strom_command(group_broker.bootstrap, *args)
 
     return run
-
-
-def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}; stderr: {result.stderr}"
-    return result
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command failed with exit 1 and said why on one ``error:`` line, no traceback."""
-    assert result.returncode == 1, (
-        f"exit {result.returncode}; stdout: {result.stdout}; stderr: {result.stderr}"
-    )
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(succeeded(result).stdout)
 
 
 def listed(strom: Strom, *options: str) -> dict[str, str]:

@@ -5,18 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from direct_fetch import stored_batches
 from kafka import KafkaProducer
 from scenario import CLIENT_TIMEOUT_S, Message, create_topic_with_confluent, produce_with_confluent
 
 from strom.protocol.client import BrokerConnection
 from strom.protocol.errors import ErrorCode
-from strom.protocol.messages import fetch, find_coordinator, init_producer_id, produce
-from strom.protocol.record_batch import BatchHeader, Record, build_batch, decode_batch, validate_record_set
+from strom.protocol.messages import find_coordinator, init_producer_id, produce
+from strom.protocol.record_batch import BatchHeader, Record, build_batch
 from strom.testing.process import StromProcess
 
 MESSAGE_COUNT = 1000
-FETCH_MAX_BYTES = 64 * 1024 * 1024
-NEWEST_FETCH_WITH_TOPIC_NAMES = 12
 
 
 def _messages() -> list[Message]:
@@ -29,30 +28,10 @@ def _connect(broker: StromProcess) -> BrokerConnection:
 
 def _stored_batches(broker: StromProcess, topic: str) -> list[tuple[BatchHeader, list[bytes | None]]]:
     """Every batch in partition 0 of ``topic``, with its record values."""
-    request = fetch.FetchRequest
-    partition = request.FetchPartition(partition=0, fetch_offset=0, partition_max_bytes=FETCH_MAX_BYTES)
-    with _connect(broker) as conn:
-        version = conn.negotiate(fetch.API_KEY, newest=NEWEST_FETCH_WITH_TOPIC_NAMES)
-        response = conn.call(
-            fetch.API_KEY,
-            version,
-            request(
-                max_wait_ms=0,
-                min_bytes=0,
-                max_bytes=FETCH_MAX_BYTES,
-                topics=[request.FetchTopic(topic=topic, partitions=[partition])],
-            ),
-        )
-    data = response.responses[0].partitions[0]
-    assert data.error_code == ErrorCode.NONE
-    records = memoryview(bytearray(data.records or b""))
-    batches = []
-    position = 0
-    for header in validate_record_set(records):
-        batch = records[position : position + header.total_size]
-        batches.append((header, [record.value for record in decode_batch(batch)[1]]))
-        position += header.total_size
-    return batches
+    return [
+        (header, [record.value for record in records])
+        for header, records in stored_batches(broker.port, topic)
+    ]
 
 
 def _assert_stored_once_in_order(broker: StromProcess, topic: str) -> None:

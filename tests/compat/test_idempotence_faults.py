@@ -26,13 +26,11 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import KafkaError, Producer
 from confluent_kafka import Message as ConfluentMessage
+from direct_fetch import stored_batches
 from kafka import KafkaProducer
 from scenario import CLIENT_TIMEOUT_S, create_topic_with_confluent
 
-from strom.protocol.client import BrokerConnection
-from strom.protocol.errors import ErrorCode
-from strom.protocol.messages import fetch, produce
-from strom.protocol.record_batch import decode_batch, validate_record_set
+from strom.protocol.messages import produce
 from strom.testing.fault_proxy import CUT_BEFORE_REQUEST, DROP_RESPONSE, FaultKind, FaultProxy, FaultRule
 from strom.testing.process import StromProcess
 
@@ -48,8 +46,6 @@ DROP_PROBABILITY = 0.25
 CUT_PROBABILITY = 0.05
 # The clients' own deadlines; pytest-timeout bounds each test as a whole.
 DELIVERY_TIMEOUT_S = 120.0
-FETCH_MAX_BYTES = 64 * 1024 * 1024
-NEWEST_FETCH_WITH_TOPIC_NAMES = 12
 JS_DIR = Path(__file__).parent / "js"
 
 
@@ -100,41 +96,15 @@ def record_key(sequence: int) -> bytes:
 
 def read_sequences_directly(broker: StromProcess, topic: str, partitions: int) -> dict[int, list[int]]:
     """Partition → the sequence numbers of its records in offset order, fetched from the broker's own port."""
-    request = fetch.FetchRequest
-    found: dict[int, list[int]] = {}
-    with BrokerConnection("127.0.0.1", broker.port, timeout=CLIENT_TIMEOUT_S) as conn:
-        version = conn.negotiate(fetch.API_KEY, newest=NEWEST_FETCH_WITH_TOPIC_NAMES)
-        for partition in range(partitions):
-            sequences: list[int] = []
-            next_offset, high_watermark = 0, None
-            while high_watermark is None or next_offset < high_watermark:
-                wanted = request.FetchPartition(
-                    partition=partition, fetch_offset=next_offset, partition_max_bytes=FETCH_MAX_BYTES
-                )
-                response = conn.call(
-                    fetch.API_KEY,
-                    version,
-                    request(
-                        max_wait_ms=0,
-                        min_bytes=0,
-                        max_bytes=FETCH_MAX_BYTES,
-                        topics=[request.FetchTopic(topic=topic, partitions=[wanted])],
-                    ),
-                )
-                data = response.responses[0].partitions[0]
-                assert data.error_code == ErrorCode.NONE
-                high_watermark = data.high_watermark
-                records = memoryview(bytearray(data.records or b""))
-                position = 0
-                for header in validate_record_set(records):
-                    _, batch_records = decode_batch(records[position : position + header.total_size])
-                    position += header.total_size
-                    next_offset = header.next_offset
-                    if not header.is_control:
-                        sequences += [_sequence_of(record.value) for record in batch_records]
-                assert position > 0 or next_offset >= high_watermark, f"nothing fetched at {next_offset}"
-            found[partition] = sequences
-    return found
+    return {
+        partition: [
+            _sequence_of(record.value)
+            for header, records in stored_batches(broker.port, topic, partition)
+            if not header.is_control
+            for record in records
+        ]
+        for partition in range(partitions)
+    }
 
 
 def _sequence_of(value: bytes | None) -> int:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from cli_results import as_json, one_error_line, succeeded
 from confluent_kafka import Producer
 from scenario import CLIENT_TIMEOUT_S, create_topic_with_confluent
 
@@ -88,27 +89,6 @@ def run_strom(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=COMMAND_TIMEOUT_S,
         check=False,
     )
-
-
-def succeeded(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
-    assert result.returncode == 0, f"exit {result.returncode}; stderr: {result.stderr}"
-    assert "Traceback" not in result.stderr
-    return result
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The command failed with exit 1 and said why on one ``error:`` line, no traceback."""
-    assert result.returncode == 1, (
-        f"exit {result.returncode}; stdout: {result.stdout}; stderr: {result.stderr}"
-    )
-    assert "Traceback" not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    return errors[0]
-
-
-def as_json(result: subprocess.CompletedProcess[str]) -> Any:
-    return json.loads(succeeded(result).stdout)
 
 
 def table(result: subprocess.CompletedProcess[str]) -> list[list[str]]:

@@ -22,8 +22,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from strom.protocol.errors import ErrorCode
 from strom.protocol.messages import offset_commit as schema
+from strom.server.partition_requests import answer_known_partitions
 
 if TYPE_CHECKING:
     from strom.server.dispatch import RequestContext
@@ -37,35 +37,16 @@ RequestTopic = schema.OffsetCommitRequest.OffsetCommitRequestTopic
 
 
 async def handle(ctx: RequestContext, request: schema.OffsetCommitRequest) -> Response:
-    image = ctx.broker.image
-    known: list[RequestTopic] = []
-    errors: dict[tuple[str, int], int] = {}
-    for topic in request.topics:
-        described = image.topic(topic.name)
-        partitions = []
-        for p in topic.partitions:
-            if described is not None and p.partition_index in described.partitions:
-                partitions.append(p)
-            else:
-                errors[topic.name, p.partition_index] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-        if partitions:
-            known.append(RequestTopic(topic.name, partitions))
-    if known:
-        committed = ctx.broker.groups.commit_offsets(
-            dataclasses.replace(request, topics=known), ctx.api_version
-        )
-        for result in committed:
-            for answered in result.partitions:
-                errors[result.name, answered.partition_index] = answered.error_code
+    broker = ctx.broker
     return Response(
-        topics=[
-            TopicResponse(
-                t.name,
-                [
-                    PartitionResponse(p.partition_index, errors[t.name, p.partition_index])
-                    for p in t.partitions
-                ],
-            )
-            for t in request.topics
-        ]
+        topics=answer_known_partitions(
+            broker,
+            request.topics,
+            lambda topic, partitions: RequestTopic(topic.name, partitions),
+            lambda known: broker.groups.commit_offsets(
+                dataclasses.replace(request, topics=known), ctx.api_version
+            ),
+            TopicResponse,
+            PartitionResponse,
+        )
     )

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.messages import txn_offset_commit as schema
+from strom.server.partition_requests import answer_known_partitions
 
 if TYPE_CHECKING:
     from strom.server.dispatch import RequestContext
@@ -53,33 +54,15 @@ async def handle(ctx: RequestContext, request: schema.TxnOffsetCommitRequest) ->
                 for t in request.topics
             ]
         )
-    known: list[RequestTopic] = []
-    errors: dict[tuple[str, int], int] = {}
-    for topic in request.topics:
-        partitions = []
-        for p in topic.partitions:
-            if broker.leader_epoch(topic.name, p.partition_index) >= 0:
-                partitions.append(p)
-            else:
-                errors[topic.name, p.partition_index] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-        if partitions:
-            known.append(RequestTopic(topic.name, partitions))
-    if known:
-        committed = broker.groups.commit_txn_offsets(
-            dataclasses.replace(request, topics=known), ctx.api_version
-        )
-        for result in committed:
-            for answered in result.partitions:
-                errors[result.name, answered.partition_index] = answered.error_code
     return Response(
-        topics=[
-            TopicResponse(
-                t.name,
-                [
-                    PartitionResponse(p.partition_index, errors[t.name, p.partition_index])
-                    for p in t.partitions
-                ],
-            )
-            for t in request.topics
-        ]
+        topics=answer_known_partitions(
+            broker,
+            request.topics,
+            lambda topic, partitions: RequestTopic(topic.name, partitions),
+            lambda known: broker.groups.commit_txn_offsets(
+                dataclasses.replace(request, topics=known), ctx.api_version
+            ),
+            TopicResponse,
+            PartitionResponse,
+        )
     )
