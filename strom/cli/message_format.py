@@ -53,15 +53,15 @@ def message_document(message: Message) -> dict[str, Any]:
         "timestamp": timestamp if type_name is not None else None,
         "timestamp_type": type_name,
     }
-    document.update(_bytes_field("key", message.key()))
-    document.update(_bytes_field("value", message.value()))
+    document.update(bytes_field("key", message.key()))
+    document.update(bytes_field("value", message.value()))
     headers = message.headers() or []
     pairs = headers.items() if isinstance(headers, dict) else headers
-    document["headers"] = [[name, _header_value(value)] for name, value in pairs]
+    document["headers"] = [[name, header_value(value)] for name, value in pairs]
     return document
 
 
-def _bytes_field(name: str, data: bytes | None) -> dict[str, str | None]:
+def bytes_field(name: str, data: bytes | None) -> dict[str, str | None]:
     """``{name: text}`` for null or UTF-8 data, ``{name + "_b64": base64}`` for anything else."""
     if data is None:
         return {name: None}
@@ -71,7 +71,7 @@ def _bytes_field(name: str, data: bytes | None) -> dict[str, str | None]:
         return {f"{name}_b64": base64.b64encode(data).decode("ascii")}
 
 
-def _header_value(data: bytes | str | None) -> str | dict[str, str] | None:
+def header_value(data: bytes | str | None) -> str | dict[str, str] | None:
     if data is None or isinstance(data, str):
         return data
     try:

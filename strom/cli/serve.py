@@ -77,28 +77,20 @@ def run(args: argparse.Namespace) -> int:
 
 async def _serve(config: BrokerConfig) -> int:
     from strom.server.broker import Broker
-    from strom.server.listener import Listener, bind
+    from strom.server.listener import run_broker
 
-    host, port = config.listener()
-    try:
-        sock = bind(host, port)
-    except OSError as exc:
-        print(f"error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
-    bound_port = sock.getsockname()[1]
-    advertised_host, advertised_port = config.advertised_listener()
-    broker = Broker(
-        config,
-        advertised_host=advertised_host if "advertised.listeners" in config else host,
-        advertised_port=advertised_port or bound_port,
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"Strom {__version__} listening on {host}:{bound_port}, data in {broker.log_dir}", flush=True)
+    host = config.listener()[0]
+
+    def announce(broker: Broker, bound_port: int) -> None:
+        print(f"Strom {__version__} listening on {host}:{bound_port}, data in {broker.log_dir}", flush=True)
+
     try:
-        await Listener(broker, sock).serve(stop)
-    finally:
-        broker.close()
+        await run_broker(config, stop, announce)
+    except OSError as exc:
+        print(f"error: cannot listen on {host}:{config.listener()[1]}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0

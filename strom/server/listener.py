@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 
+from strom.metadata.properties import BrokerConfig
 from strom.server.broker import Broker
 from strom.server.connection import Connection
 from strom.server.dispatch import Dispatcher
@@ -92,3 +94,29 @@ class Listener:
                 self.broker.tick_coordinators()
             except Exception:
                 log.exception("coordinator tick failed")
+
+
+async def run_broker(
+    config: BrokerConfig, stop: asyncio.Event, on_listening: Callable[[Broker, int], None]
+) -> None:
+    """Bind the configured listener, open the broker, call ``on_listening(broker, bound port)``, serve until
+    ``stop`` is set, then close the broker: what `strom serve` and the embedded test broker both run.
+    Raises OSError when the address cannot be bound."""
+    host, port = config.listener()
+    sock = bind(host, port)
+    try:
+        bound_port = sock.getsockname()[1]
+        advertised_host, advertised_port = config.advertised_listener()
+        broker = Broker(
+            config,
+            advertised_host=advertised_host if "advertised.listeners" in config else host,
+            advertised_port=advertised_port or bound_port,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        on_listening(broker, bound_port)
+        await Listener(broker, sock).serve(stop)
+    finally:
+        broker.close()
