@@ -24,6 +24,7 @@ COMMANDS = {
     "groups": ("strom.cli.groups", "list, describe, reset offsets of and delete consumer groups"),
     "transactions": ("strom.cli.transactions", "list and describe transactional ids"),
     "producers": ("strom.cli.producers", "show the active producers of a topic's partitions"),
+    "dlt": ("strom.cli.dlt", "list, show and replay the records of dead-letter topics"),
 }
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
