@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ["strom", "tests", "benchmarks", "tools"]
+CHECKED = ["strom", "tests", "benchmarks", "tools", "examples"]
 
 
 @pytest.mark.parametrize(
