@@ -1,8 +1,9 @@
 """A real Strom broker for the toolkit's tests, and topics of their own on it.
 
-``broker`` is one ``strom serve`` process per test module; tests keep apart by creating their own topics with
-``new_topic``. ``read_topic`` reads a topic back from the beginning, without a consumer group, so a test can
-check exactly what was written.
+``broker`` is the embedded test broker (`strom.testing.embedded`, the one the pytest plugin's ``strom_server``
+fixture offers to services) as a child process, one per test module, so modules never share groups; tests
+keep apart by creating their own topics with ``new_topic``. ``read_topic`` reads a topic back from the
+beginning, without a consumer group, so a test can check exactly what was written.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import itertools
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from strom.testing.process import StromProcess
+from strom.testing.embedded import EmbeddedBroker
 
 # Kafka topic names: at most 249 characters of [a-zA-Z0-9._-]; leave room for the suffix.
 _TOPIC_NAME_PREFIX_LIMIT = 180
@@ -30,16 +30,14 @@ ReadTopic = Callable[[str], list[Message]]
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
-    """One broker process for the whole test module, stopped at its end."""
-    process = StromProcess(Path(tmp_path_factory.mktemp("strom")) / "data").start()
-    yield process
-    if process.running:
-        process.stop()
+def broker() -> Iterator[EmbeddedBroker]:
+    """One broker for the whole test module, stopped (and its data removed) at its end."""
+    with EmbeddedBroker(mode="process") as embedded:
+        yield embedded
 
 
 @pytest.fixture(scope="module")
-def bootstrap(broker: StromProcess) -> str:
+def bootstrap(broker: EmbeddedBroker) -> str:
     """``bootstrap.servers`` for the module's broker."""
     return broker.bootstrap
 
