@@ -4,27 +4,21 @@ Spring Kafka's ``kafka_dlt-*`` headers."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import struct
-import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from cli_results import as_json, one_error_line, succeeded
+from cli_results import Strom, as_json, one_error_line, run_strom, strom_against, succeeded
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from scenario import CLIENT_TIMEOUT_S, create_topic_with_confluent
 
 from strom.testing.process import StromProcess
 
-COMMAND_TIMEOUT_S = 120
 STACK_TRACE = "Traceback (most recent call last):\n  File \"shop.py\", line 12, in handle\nKeyError: 'sku'\n"
 VALIDATION_MESSAGE = "1 validation error for Order\nquantity\n  Input should be greater than 0"
-
-Strom = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @dataclass(frozen=True)
@@ -81,22 +75,7 @@ def scene(strom_broker: StromProcess) -> DeadLetterScene:
 @pytest.fixture
 def strom(strom_broker: StromProcess) -> Strom:
     """``strom(ARGS...)`` against the module's broker, named with --bootstrap-server."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_strom(*args, "--bootstrap-server", strom_broker.bootstrap)
-
-    return run
-
-
-def run_strom(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "strom.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env={key: value for key, value in os.environ.items() if key != "STROM_BOOTSTRAP"},
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
+    return strom_against(strom_broker.bootstrap)
 
 
 @pytest.fixture

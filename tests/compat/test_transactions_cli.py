@@ -4,30 +4,25 @@ confluent-kafka producers: one transactional id whose transaction committed, one
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import pytest
-from cli_results import as_json, one_error_line, succeeded
+from cli_results import Strom, as_json, one_error_line, run_strom, strom_against, succeeded
 from confluent_kafka import Producer
 from scenario import CLIENT_TIMEOUT_S, create_topic_with_confluent
 
 from strom.testing.process import StromProcess
 
-COMMAND_TIMEOUT_S = 120
 # Long enough that the open transaction outlives the module; the broker would abort it after this.
 OPEN_TRANSACTION_TIMEOUT_MS = 600_000
 PARTITIONS = 2
 DAY_MS = 86_400_000
-
-Strom = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @dataclass(frozen=True)
@@ -73,22 +68,7 @@ def _transactional_producer(bootstrap: str, transactional_id: str) -> Producer:
 @pytest.fixture
 def strom(strom_broker: StromProcess) -> Strom:
     """``strom(ARGS...)`` against the module's broker, named with --bootstrap-server."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return run_strom(*args, "--bootstrap-server", strom_broker.bootstrap)
-
-    return run
-
-
-def run_strom(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "strom.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env={key: value for key, value in os.environ.items() if key != "STROM_BOOTSTRAP"},
-        timeout=COMMAND_TIMEOUT_S,
-        check=False,
-    )
+    return strom_against(strom_broker.bootstrap)
 
 
 def table(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
