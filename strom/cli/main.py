@@ -25,6 +25,7 @@ COMMANDS = {
     "transactions": ("strom.cli.transactions", "list and describe transactional ids"),
     "producers": ("strom.cli.producers", "show the active producers of a topic's partitions"),
     "dlt": ("strom.cli.dlt", "list, show and replay the records of dead-letter topics"),
+    "console": ("strom.cli.console", "serve the web console for a cluster"),
 }
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141

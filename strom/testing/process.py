@@ -59,8 +59,13 @@ class StromProcess:
         stop_timeout: float = STOP_TIMEOUT_S,
         command: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
+        console_port: int | None = None,
     ) -> None:
-        """``overrides`` become ``-o key=value`` broker configs; ``command`` replaces the launcher."""
+        """``overrides`` become ``-o key=value`` broker configs; ``command`` replaces the launcher.
+
+        The broker starts its web console only when given ``console_port`` (a free port, as the console's
+        own may not be learnt otherwise); it answers at ``console_url`` shortly after the broker listens.
+        """
         self._requested_data_dir = Path(data_dir).resolve()
         self._overrides = dict(overrides or {})
         self._requested_port = port
@@ -75,6 +80,7 @@ class StromProcess:
         self._stop_timeout = stop_timeout
         self._command = list(command) if command is not None else [sys.executable, "-m", "strom.cli.main"]
         self._env = dict(env or {})
+        self.console_port = console_port
         self._process: subprocess.Popen[bytes] | None = None
         self._stdout_pump: threading.Thread | None = None
         self._port: int | None = None
@@ -146,6 +152,13 @@ class StromProcess:
     def bootstrap(self) -> str:
         """``127.0.0.1:PORT`` for clients' bootstrap.servers."""
         return f"{HOST}:{self.port}"
+
+    @property
+    def console_url(self) -> str:
+        """``http://127.0.0.1:PORT`` of the broker's web console."""
+        if self.console_port is None:
+            raise StromProcessError("the broker was started without a console (no console_port)")
+        return f"http://{HOST}:{self.console_port}"
 
     @property
     def port(self) -> int:
@@ -233,6 +246,10 @@ class StromProcess:
             command += ["--node-id", str(self._node_id)]
         for key, value in self._overrides.items():
             command += ["-o", f"{key}={value}"]
+        if self.console_port is None:
+            command.append("--no-console")
+        else:
+            command += ["--console-port", str(self.console_port)]
         return command
 
     def _require_process(self) -> subprocess.Popen[bytes]:

@@ -26,6 +26,8 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--node-id")
     parser.add_argument("-o", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-console", action="store_true")
+    parser.add_argument("--console-port", type=int)
     args = parser.parse_args()
     mode = os.environ.get("FAKE_SERVE_MODE", "serve")
     print(f"argv: {sys.argv[1:]}", file=sys.stderr, flush=True)
