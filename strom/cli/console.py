@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from strom.cli.client import CliError, add_client_arguments, create_client
@@ -21,6 +22,8 @@ from strom.console import DEFAULT_CONSOLE_HOST, DEFAULT_CONSOLE_PORT
 
 if TYPE_CHECKING:
     from aiohttp import web
+
+    from strom.console.cluster import ClusterView
 
 TOKEN_ENV = "STROM_CONSOLE_TOKEN"
 # How often a console started by `strom serve` checks that its broker still runs.
@@ -81,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         dict(args.client_properties),
     )
     sampler = Sampler(cluster).start()
+    threading.Thread(target=_warm_up, args=(cluster,), name="console-warm-up", daemon=True).start()
     settings = ApiSettings(read_only=args.read_only)
     app = create_app(cluster, sampler=sampler, settings=settings, credentials=credentials)
     try:
@@ -90,6 +94,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         sampler.stop(timeout_s=SAMPLER_STOP_TIMEOUT_S)
         cluster.close()
+
+
+def _warm_up(cluster: ClusterView) -> None:
+    try:
+        cluster.warm_up()
+    except Exception as exc:  # the cluster may be down yet: the first page then pays for the consumer
+        logging.getLogger(__name__).info("could not warm up the browse consumer: %s", exc)
 
 
 async def _serve(app: web.Application, args: argparse.Namespace) -> int:

@@ -998,6 +998,12 @@ class ClusterView:
                 )
             return self._producer
 
+    def warm_up(self) -> None:
+        """Open a browse consumer and its connection now, so the first messages page a user opens is as
+        quick as the ones after it (creating a consumer costs a few hundred milliseconds)."""
+        with self._browse_consumer() as consumer:
+            consumer.list_topics(timeout=self._timeout_s)
+
     @contextmanager
     def _browse_consumer(self) -> Iterator[Consumer]:
         """An assign-only consumer, reused across calls: it never joins its group nor commits."""
