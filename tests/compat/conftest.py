@@ -1,7 +1,8 @@
 """Real Strom broker processes for the compatibility tests.
 
 ``strom_broker`` is shared by a test module (tests keep apart by using their own topics); ``fresh_broker`` is
-a broker of one's own, for tests that restart, kill or reconfigure it. ``unique_topic`` is a topic name no
+a broker of one's own, for tests that restart, kill or reconfigure it; ``group_broker`` and
+``own_group_broker`` are the same with the consumer-group tests' settings. ``unique_topic`` is a topic name no
 other test uses, and ``new_topic_name`` makes more of them.
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from group_scenario import start_group_broker
 
 from strom.testing.process import StromProcess
 
@@ -38,6 +40,23 @@ def strom_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProc
 def fresh_broker(tmp_path: Path) -> Iterator[StromProcess]:
     """A broker process for this test alone, stopped afterwards even if the test killed or restarted it."""
     broker = _start_broker(tmp_path)
+    yield broker
+    if broker.running:
+        broker.stop()
+
+
+@pytest.fixture(scope="module")
+def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
+    """One broker with the consumer-group test settings (see group_scenario) for the whole module."""
+    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def own_group_broker(tmp_path: Path) -> Iterator[StromProcess]:
+    """A group-test broker for this test alone (it restarts or kills it)."""
+    broker = start_group_broker(tmp_path)
     yield broker
     if broker.running:
         broker.stop()

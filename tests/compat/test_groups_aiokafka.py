@@ -8,11 +8,9 @@ aiokafka has static membership but no cooperative (incremental) assignor, so tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -31,11 +29,8 @@ from group_scenario import (
     reset_to_latest_skips_old_records,
     restart_resumes_after_last_commit,
     split_then_survive_sigkill,
-    start_group_broker,
     static_member_restart_keeps_assignment,
 )
-
-from strom.testing.process import StromProcess
 
 MEMBER_SCRIPT = Path(__file__).resolve()
 POLL_MS = 100
@@ -44,21 +39,6 @@ ASSIGNORS = {"range": RangePartitionAssignor, "roundrobin": RoundRobinPartitionA
 
 def spawn(config: MemberConfig) -> Member:
     return python_member(MEMBER_SCRIPT, config)
-
-
-@pytest.fixture(scope="module")
-def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def own_group_broker(tmp_path: Path) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path)
-    yield broker
-    if broker.running:
-        broker.stop()
 
 
 def test_three_members_split_six_partitions_and_survive_a_sigkill(group_broker, unique_topic):

@@ -4,7 +4,7 @@ processes by test_groups_confluent.py)."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from group_scenario import (
     produce_values,
     python_member,
     read_all,
-    start_group_broker,
     strom_command,
     wait_for,
     wait_for_split,
@@ -37,13 +36,6 @@ Strom = Callable[..., subprocess.CompletedProcess[str]]
 
 def spawn(config: MemberConfig) -> Member:
     return python_member(CONFLUENT_MEMBER, config)
-
-
-@pytest.fixture(scope="module")
-def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture

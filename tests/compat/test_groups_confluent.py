@@ -6,10 +6,8 @@ group_scenario describes; the tests start members that way so that one can be ki
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from group_scenario import (
     CommitTracker,
@@ -26,11 +24,8 @@ from group_scenario import (
     reset_to_latest_skips_old_records,
     restart_resumes_after_last_commit,
     split_then_survive_sigkill,
-    start_group_broker,
     static_member_restart_keeps_assignment,
 )
-
-from strom.testing.process import StromProcess
 
 MEMBER_SCRIPT = Path(__file__).resolve()
 POLL_S = 0.1
@@ -38,21 +33,6 @@ POLL_S = 0.1
 
 def spawn(config: MemberConfig) -> Member:
     return python_member(MEMBER_SCRIPT, config)
-
-
-@pytest.fixture(scope="module")
-def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def own_group_broker(tmp_path: Path) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path)
-    yield broker
-    if broker.running:
-        broker.stop()
 
 
 def test_three_members_split_six_partitions_and_survive_a_sigkill(group_broker, unique_topic):

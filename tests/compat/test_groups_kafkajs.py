@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from group_scenario import (
     reset_to_latest_skips_old_records,
     restart_resumes_after_last_commit,
     split_then_survive_sigkill,
-    start_group_broker,
     strom_command,
     wait_for,
 )
@@ -58,21 +56,6 @@ def node_modules() -> None:
 
 def spawn(config: MemberConfig) -> Member:
     return Member(config.client_id, ["node", "group_member.js", config.to_json()], cwd=JS_DIR)
-
-
-@pytest.fixture(scope="module")
-def group_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path_factory.mktemp("groups"))
-    yield broker
-    broker.stop()
-
-
-@pytest.fixture
-def own_group_broker(tmp_path: Path) -> Iterator[StromProcess]:
-    broker = start_group_broker(tmp_path)
-    yield broker
-    if broker.running:
-        broker.stop()
 
 
 def test_three_members_split_six_partitions_and_survive_a_sigkill(group_broker, unique_topic):
