@@ -67,7 +67,6 @@ class ReadResult:
     log_start_offset: int
     high_watermark: int
     log_end_offset: int
-    next_offset: int  # the offset after the last batch returned (the read offset when none)
 
 
 class PartitionLog:
@@ -310,15 +309,21 @@ class PartitionLog:
                     continue
                 position, size = found
                 if size:
-                    next_offset = segment.offset_at(position + size)
-                    return self._read_result(FileRange(segment.file, position, size), size, next_offset)
+                    return self._read_result(FileRange(segment.file, position, size), size)
                 break
-        return self._read_result(None, 0, offset)
+        return self._read_result(None, 0)
 
-    def _read_result(self, records: FileRange | None, size: int, next_offset: int) -> ReadResult:
-        return ReadResult(
-            records, size, self._log_start_offset, self.high_watermark, self._log_end_offset, next_offset
-        )
+    def _read_result(self, records: FileRange | None, size: int) -> ReadResult:
+        return ReadResult(records, size, self._log_start_offset, self.high_watermark, self._log_end_offset)
+
+    def aborted_transactions(self, offset: int, read: ReadResult) -> list[CompletedTxn]:
+        """The aborted transactions with data in what a read_committed ``read`` from ``offset`` returned: none
+        without records, and the offset after the range is looked up only when some abort exists."""
+        records = read.records
+        if records is None or not len(self.aborted_txns):
+            return []
+        segment = next(s for s in self._segments if s.file is records.file)
+        return self.aborted_txns.overlapping(offset, segment.offset_at(records.position + records.size))
 
     def read_bytes(self, offset: int, max_bytes: int) -> bytes:
         """The bytes read() would send, up to the log end offset: for consumers inside the broker."""

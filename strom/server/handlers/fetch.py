@@ -102,7 +102,7 @@ def _read(broker: Broker, request: schema.FetchRequest, use_ids: bool) -> tuple[
                     if committed_only:
                         out.aborted_transactions = [
                             AbortedTransaction(txn.producer_id, txn.first_offset)
-                            for txn in log.aborted_txns.overlapping(p.fetch_offset, read.next_offset)
+                            for txn in log.aborted_transactions(p.fetch_offset, read)
                         ]
             except KafkaError as exc:
                 out.error_code = exc.code

@@ -420,8 +420,9 @@ def all_batches(log: PartitionLog) -> list[BatchHeader]:
         read = log.read(offset, 1 << 30)
         assert read.records is not None
         data = bytearray(os.pread(read.records.file.fileno(), read.size, read.records.position))
-        headers += validate_record_set(memoryview(data))
-        offset = read.next_offset
+        read_headers = validate_record_set(memoryview(data))
+        headers += read_headers
+        offset = read_headers[-1].next_offset
     return headers
 
 
