@@ -37,6 +37,10 @@ class LogConfig:
     flush_interval_ms: int = LONG_MAX
     file_delete_delay_ms: int = 60000
     cleanup_policy: str = CLEANUP_DELETE
+    delete_retention_ms: int = 86400000
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = LONG_MAX
 
     @property
     def log_append_time(self) -> bool:
@@ -46,6 +50,19 @@ class LogConfig:
     def deletes_old_segments(self) -> bool:
         """Whether retention.ms / retention.bytes apply ("delete" in cleanup.policy)."""
         return CLEANUP_DELETE in self.cleanup_policy.split(",")
+
+    @property
+    def compacts(self) -> bool:
+        """Whether the log cleaner keeps only the latest record per key ("compact" in cleanup.policy)."""
+        return CLEANUP_COMPACT in self.cleanup_policy.split(",")
+
+    @property
+    def max_segment_ms(self) -> int:
+        """How long a segment may stay active: a compacted log rolls by max.compaction.lag.ms too, since
+        the cleaner never touches the active segment (Kafka's LogConfig.maxSegmentMs)."""
+        if self.compacts:
+            return min(self.segment_ms, self.max_compaction_lag_ms)
+        return self.segment_ms
 
     @classmethod
     def from_properties(cls, props: Mapping[str, str], base: LogConfig | None = None) -> LogConfig:
@@ -61,6 +78,12 @@ class LogConfig:
         if INTERNAL_SEGMENT_BYTES in props:
             values["segment_bytes"] = _parse(
                 INTERNAL_SEGMENT_BYTES, props[INTERNAL_SEGMENT_BYTES], _int(1, INT_MAX)
+            )
+        if values["min_compaction_lag_ms"] > values["max_compaction_lag_ms"]:
+            raise KafkaError(
+                ErrorCode.INVALID_CONFIG,
+                f"conflict topic config setting min.compaction.lag.ms ({values['min_compaction_lag_ms']}) > "
+                f"max.compaction.lag.ms ({values['max_compaction_lag_ms']})",
             )
         return cls(**values)
 
@@ -84,6 +107,18 @@ def _int(low: int, high: int) -> Callable[[str], int]:
         if not low <= value <= high:
             raise ValueError(
                 f"Value must be at least {low}" if value < low else f"Value must be at most {high}"
+            )
+        return value
+
+    return parse
+
+
+def _float(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not low <= value <= high:
+            raise ValueError(
+                f"Value must be at least {low}" if value < low else f"Value must be no more than {high}"
             )
         return value
 
@@ -119,4 +154,8 @@ _PROPERTIES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "flush.ms": ("flush_interval_ms", _int(0, LONG_MAX)),
     "file.delete.delay.ms": ("file_delete_delay_ms", _int(0, LONG_MAX)),
     "cleanup.policy": ("cleanup_policy", _cleanup_policy),
+    "delete.retention.ms": ("delete_retention_ms", _int(0, LONG_MAX)),
+    "min.cleanable.dirty.ratio": ("min_cleanable_dirty_ratio", _float(0.0, 1.0)),
+    "min.compaction.lag.ms": ("min_compaction_lag_ms", _int(0, LONG_MAX)),
+    "max.compaction.lag.ms": ("max_compaction_lag_ms", _int(1, LONG_MAX)),
 }

@@ -58,9 +58,13 @@ class _IndexFile:
         self.dirty = True
 
     def write_tail(self, encoded: bytes, entries: int) -> None:
-        """Write ``encoded`` (entries persisted..entries) after what the file holds."""
+        """Write ``encoded`` (entries persisted..entries) after what the file holds. A failed write (a
+        full disk) leaves ``persisted`` alone: the next persist rewrites the tail over any partial entry."""
         if encoded:
-            os.pwrite(self._fd, encoded, self.persisted * self._entry_size)
+            position = self.persisted * self._entry_size
+            written = os.pwrite(self._fd, encoded, position)
+            while written < len(encoded):  # short only when the disk is full: the next call raises ENOSPC
+                written += os.pwrite(self._fd, encoded[written:], position + written)
             self.persisted = entries
             self.dirty = True
 
@@ -68,6 +72,9 @@ class _IndexFile:
         if self.dirty:
             os.fsync(self._fd)
             self.dirty = False
+
+    def fileno(self) -> int:
+        return self._fd
 
     def rename(self, path: Path) -> None:
         os.rename(self.path, path)
@@ -123,6 +130,10 @@ class _SparseIndex:
 
     def fsync(self) -> None:
         self._file.fsync()
+
+    def fileno(self) -> int:
+        """The descriptor the flusher thread fsyncs (after persist())."""
+        return self._file.fileno()
 
     def rename(self, path: Path) -> None:
         self._file.rename(path)

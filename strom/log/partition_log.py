@@ -13,19 +13,31 @@ import logging
 import os
 import time
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from strom.log.aborted_txns import AbortedTxnIndex
 from strom.log.config import LogConfig
-from strom.log.files import fsync_dir, parse_log_dir_name
+from strom.log.files import (
+    CLEANED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    SWAP_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    fsync_dir,
+    parse_log_dir_name,
+    segment_file_stem,
+)
+from strom.log.flusher import Flusher, FlushJob
+from strom.log.index import CorruptIndexError
 from strom.log.producer_snapshot import ProducerSnapshots
 from strom.log.producer_state import BatchMetadata, CompletedTxn, ProducerStateManager
 from strom.log.recovery import load_log
 from strom.log.retention import below_log_start, beyond_size, deletable_prefix, older_than
-from strom.log.segment import FileRange, LogSegment
+from strom.log.segment import CorruptSegmentError, FileRange, LogSegment
 from strom.protocol.errors import ErrorCode, KafkaError
 from strom.protocol.record_batch import (
     BatchHeader,
@@ -38,7 +50,14 @@ from strom.protocol.record_batch import (
     validate_record_set,
 )
 
+if TYPE_CHECKING:
+    from strom.log.cleaner.clean import CleanedSegment, SegmentFile
+
 logger = logging.getLogger(__name__)
+
+#: The files of one cleaned segment, renamed in this order (the .log last, so a <base>.log.swap implies its
+#: indexes are there too).
+_SEGMENT_SUFFIXES = (INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX)
 
 
 class AppendOrigin(Enum):
@@ -58,6 +77,31 @@ class AppendResult:
     log_append_time: int  # -1 unless the topic uses LogAppendTime
     log_start_offset: int
     record_count: int
+
+
+@dataclass(slots=True, frozen=True)
+class SegmentSummary:
+    """What the log cleaner needs to know of one non-active segment."""
+
+    base_offset: int
+    path: Path
+    size: int
+    next_offset: int
+    end_offset: int  # the next segment's base offset: where this segment's offset range ends
+    largest_timestamp: int  # what min.compaction.lag.ms measures
+    first_batch_timestamp: int  # what max.compaction.lag.ms measures (-1 when unknown)
+
+
+@dataclass(slots=True, frozen=True)
+class CleanerView:
+    """The state of a log the cleaner schedules from (Kafka's LogToClean inputs)."""
+
+    segments: tuple[SegmentSummary, ...]  # every non-active segment, oldest first
+    active_base_offset: int
+    log_start_offset: int
+    log_end_offset: int
+    last_stable_offset: int  # at most the high watermark
+    generation: int  # changes on truncation: a swap prepared before must not happen
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,6 +155,10 @@ class PartitionLog:
         self._dir_dirty = True
         self._pending_deletes: list[tuple[int, LogSegment]] = []
         self._closed = False
+        self.flusher: Flusher | None = (
+            None  # set by a LogManager; alone, a log flushes on the caller's thread
+        )
+        self._generation = 0
         self.producers = ProducerStateManager()
         self.aborted_txns = AbortedTxnIndex()
         self._snapshots = ProducerSnapshots(self.directory)
@@ -210,7 +258,9 @@ class PartitionLog:
 
         segment = self._segments[-1]
         try:
-            if segment.should_roll(config, size, written.max_timestamp, written.last_offset, now_ms):
+            if segment.should_roll(
+                config, size, written.max_timestamp, written.last_offset, now_ms
+            ) or self._compaction_lag_passed(segment, written.max_timestamp, now_ms):
                 segment = self._roll(now_ms)
             segment.append(records, (written,))
             self._log_end_offset = written.next_offset
@@ -219,7 +269,10 @@ class PartitionLog:
             elif written.producer_id >= 0:
                 self.producers.record(written)
             if self._log_end_offset - self.recovery_point >= config.flush_interval_messages:
-                self.flush()
+                if self.flusher is None:
+                    self.flush()
+                else:
+                    self.flusher.flush_messages_due(self)
         except OSError as exc:
             raise self._storage_error(segment, exc) from exc
         return AppendResult(
@@ -260,7 +313,8 @@ class PartitionLog:
         return KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"cannot write to {segment.path.name}: {exc}")
 
     def _roll(self, now_ms: int) -> LogSegment:
-        """Start a new active segment at the log end offset; maybe_flush fsyncs the old one later."""
+        """Start a new active segment at the log end offset; the next periodic flush fsyncs the old one. A
+        failure (a full disk) leaves the old segment active: the next append tries to roll again."""
         active = self._segments[-1]
         if active.size == 0:
             return active
@@ -274,10 +328,17 @@ class PartitionLog:
         return segment
 
     def maybe_roll(self, now_ms: int) -> None:
-        """Roll a non-empty active segment once segment.ms has passed, even without new appends."""
+        """Roll a non-empty active segment once segment.ms (or, compacted, max.compaction.lag.ms) has passed,
+        even without new appends."""
         active = self._segments[-1]
-        if active.size and active.time_waited_for_roll(now_ms, now_ms) > self.config.segment_ms:
+        if active.size and active.time_waited_for_roll(now_ms, now_ms) > self.config.max_segment_ms:
             self._roll(now_ms)
+
+    def _compaction_lag_passed(self, segment: LogSegment, batch_timestamp: int, now_ms: int) -> bool:
+        """A compacted log also rolls at max.compaction.lag.ms: the cleaner only cleans rolled segments."""
+        return bool(segment.size) and (
+            segment.time_waited_for_roll(now_ms, batch_timestamp) > self.config.max_segment_ms
+        )
 
     # -- read ------------------------------------------------------------------------------------------------
 
@@ -396,11 +457,15 @@ class PartitionLog:
     def _retire(self, segments: list[LogSegment], now_ms: int) -> None:
         """Take segments out of service: renamed to *.deleted now, removed after file.delete.delay.ms so reads
         already handed to the network still find their file open."""
-        due_ms = now_ms + self.config.file_delete_delay_ms
         for segment in segments:
             segment.mark_deleted()
-            self._pending_deletes.append((due_ms, segment))
         self._dir_dirty = True
+        self._delete_later(segments, now_ms)
+
+    def _delete_later(self, segments: Iterable[LogSegment], now_ms: int) -> None:
+        """Remove segments already renamed to *.deleted once file.delete.delay.ms has passed."""
+        due_ms = now_ms + self.config.file_delete_delay_ms
+        self._pending_deletes.extend((due_ms, segment) for segment in segments)
         self.delete_expired_files(now_ms)
 
     def delete_expired_files(self, now_ms: int) -> None:
@@ -441,6 +506,7 @@ class PartitionLog:
         self._after_truncation()
 
     def _after_truncation(self) -> None:
+        self._generation += 1
         self.recovery_point = min(self.recovery_point, self._log_end_offset)
         if self._high_watermark is not None:
             self._high_watermark = min(self._high_watermark, self._log_end_offset)
@@ -502,43 +568,188 @@ class PartitionLog:
         except OSError as exc:
             logger.warning("could not write a producer snapshot for %s: %s", self, exc)
 
+    # -- compaction ------------------------------------------------------------------------------------------
+
+    def cleaner_view(self) -> CleanerView:
+        """The non-active segments and the offsets that bound what the cleaner may clean."""
+        segments = self._segments
+        summaries = tuple(
+            SegmentSummary(
+                segment.base_offset,
+                segment.path,
+                segment.size,
+                segment.next_offset,
+                segments[position + 1].base_offset,
+                segment.largest_timestamp(),
+                segment.first_batch_timestamp,
+            )
+            for position, segment in enumerate(segments[:-1])
+        )
+        return CleanerView(
+            summaries,
+            segments[-1].base_offset,
+            self._log_start_offset,
+            self._log_end_offset,
+            self.last_stable_offset,
+            self._generation,
+        )
+
+    def aborted_txns_between(self, start_offset: int, end_offset: int) -> tuple[tuple[int, int, int], ...]:
+        """(producer id, first offset, marker offset) of the aborted transactions with data in
+        [start_offset, end_offset): the cleaner removes their records."""
+        return tuple(
+            (txn.producer_id, txn.first_offset, txn.last_offset)
+            for txn in self.aborted_txns.overlapping(start_offset, end_offset)
+        )
+
+    def producer_last_offsets(self) -> dict[int, int]:
+        """Each producer's last data batch (its last offset): the cleaner keeps it, if need be empty, so the
+        producer's sequence numbers survive compaction (Kafka's lastRecordsOfActiveProducers)."""
+        return {entry.producer_id: entry.batches[-1].last_offset for entry in self.producers if entry.batches}
+
+    def swap_cleaned(
+        self,
+        cleaned: Sequence[CleanedSegment],
+        replaced: Sequence[SegmentFile],
+        generation: int,
+        now_ms: int,
+    ) -> bool:
+        """Put the cleaner's output in place of the segments it was made from.
+
+        The old segments must still be this log's, unchanged (retention, DeleteRecords or a truncation may
+        have removed or rewritten some meanwhile): otherwise the *.cleaned files are discarded and the answer
+        is False. The swap is Kafka's, crash-safe at every step: *.cleaned -> *.swap, the old segments ->
+        *.deleted, *.swap -> final names, with a directory fsync after each step; load_log completes a swap
+        a crash interrupted (see recovery._complete_swaps).
+        """
+        current = {segment.base_offset: segment for segment in self._segments[:-1]}
+        expected = {segment_file.base_offset: segment_file for segment_file in replaced}
+        unchanged = generation == self._generation and all(
+            base in current and base in expected and _is_same_segment(current[base], expected[base])
+            for group in cleaned
+            for base in group.replaces
+        )
+        if not unchanged or self._closed:
+            remove_cleaned_files(self.directory, (group.base_offset for group in cleaned))
+            return False
+        for group in cleaned:
+            for suffix in _SEGMENT_SUFFIXES:
+                path = self.directory / (segment_file_stem(group.base_offset) + suffix)
+                os.rename(f"{path}{CLEANED_SUFFIX}", f"{path}{SWAP_SUFFIX}")
+        fsync_dir(self.directory)
+        old = [current[base] for group in cleaned for base in group.replaces]
+        for segment in old:
+            segment.mark_deleted()
+        fsync_dir(self.directory)
+        for group in cleaned:
+            for suffix in _SEGMENT_SUFFIXES:
+                path = self.directory / (segment_file_stem(group.base_offset) + suffix)
+                os.replace(f"{path}{SWAP_SUFFIX}", path)
+        fsync_dir(self.directory)
+        for group in cleaned:
+            self._put_in_place(group.base_offset, len(group.replaces), now_ms)
+        self._delete_later(old, now_ms)
+        return True
+
+    def _put_in_place(self, base_offset: int, replaced_count: int, now_ms: int) -> None:
+        """Open a swapped-in segment and let it replace ``replaced_count`` segments from ``base_offset``."""
+        segment = LogSegment(self.directory, base_offset, self.config, now_ms, fresh=False)
+        try:
+            segment.load()
+        except (CorruptIndexError, CorruptSegmentError) as exc:
+            logger.warning("rebuilding indexes of cleaned %s: %s", segment.path, exc)
+            segment.recover()
+        first = self._base_offsets.index(base_offset)
+        self._segments[first : first + replaced_count] = [segment]
+        self._base_offsets[first : first + replaced_count] = [base_offset]
+
     # -- durability ------------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        """fsync every segment with unsynced data, and the indexes; the recovery point becomes the log end."""
+        """fsync every segment with unsynced data, and the indexes, on the caller's thread; the recovery
+        point becomes the log end. OSError when a write or an fsync fails (nothing moves then)."""
+        job = self.begin_flush(self._log_end_offset)
+        if job is None:
+            return
+        try:
+            job.sync()
+        except OSError as exc:
+            self.finish_flush(job, exc)
+            raise
+        self.finish_flush(job, None)
+
+    def flush_due(self, now_ms: int) -> int | None:
+        """The offset a periodic flush should cover now: the log end once flush.ms has passed since the last
+        flush and something is unflushed, else the active segment's base when segments rolled since the last
+        flush (Kafka flushes a segment when it rolls); None when nothing is due (cheap for idle logs)."""
+        if now_ms - self._last_flush_ms >= self.config.flush_interval_ms and (
+            self.recovery_point < self._log_end_offset or self._dir_dirty or self._segments[-1].dirty
+        ):
+            return self._log_end_offset
+        if self._rolled_unflushed:
+            return self._segments[-1].base_offset
+        return None
+
+    def begin_flush(self, up_to: int) -> FlushJob | None:
+        """On the log's thread: prepare making everything below ``up_to`` (at most the log end) durable.
+        Writes the index tails and collects what a flusher thread must fsync (FlushJob.sync; then
+        finish_flush). None when nothing below ``up_to`` is unsynced (the recovery point moves at once).
+        OSError when an index write fails."""
+        if self._closed:
+            return None
+        up_to = min(up_to, self._log_end_offset)
+        if up_to == self._log_end_offset:
+            self._last_flush_ms = self._now_ms()
+        segments: list[tuple[LogSegment, int]] = []
+        fds: list[int] = []
         for segment in self._segments:
-            segment.flush()
-        self._sync_dir()
-        self.recovery_point = self._log_end_offset
-        self._last_flush_ms = self._now_ms()
-        self._rolled_unflushed = False
+            if segment.dirty and (segment.base_offset < up_to or segment.next_offset <= up_to):
+                changes, segment_fds = segment.prepare_sync()
+                segments.append((segment, changes))
+                fds.extend(segment_fds)
+        rolled = self._rolled_unflushed and up_to >= self._segments[-1].base_offset
+        self._rolled_unflushed &= not rolled
+        directory = self.directory if self._dir_dirty else None
+        self._dir_dirty = False
+        if not segments and directory is None:
+            self.recovery_point = max(self.recovery_point, up_to)
+            return None
+        return FlushJob(self, up_to, segments, fds, directory, self._generation, rolled)
 
-    def maybe_flush(self, now_ms: int) -> None:
-        """Periodic durability: everything once flush.ms has passed, else just the segments rolled since
-        the last flush (Kafka flushes a segment when it rolls), moving the recovery point to the active."""
-        if now_ms - self._last_flush_ms >= self.config.flush_interval_ms:
-            self.flush()
-        elif self._rolled_unflushed:
-            for segment in self._segments[:-1]:
-                segment.flush()
-            self._sync_dir()
-            self.recovery_point = max(self.recovery_point, self._segments[-1].base_offset)
-            self._rolled_unflushed = False
-
-    def _sync_dir(self) -> None:
-        if self._dir_dirty:
-            fsync_dir(self.directory)
-            self._dir_dirty = False
-
-    def close(self, *, flush: bool = True) -> None:
-        """Flush (unless the log is about to be deleted) and release every file."""
+    def finish_flush(self, job: FlushJob, error: OSError | None) -> None:
+        """On the log's thread, after job.sync(): segments are clean unless written since, and the recovery
+        point moves to what the job covered, unless the log was truncated meanwhile. A failed sync moves
+        nothing: what it covered is flushed again by a later job."""
         if self._closed:
             return
+        if error is not None:
+            logger.error("fsync of %s failed: %s", self, error)
+            self._dir_dirty |= job.directory is not None
+            self._rolled_unflushed |= job.rolled
+            return
+        for segment, changes in job.segments:
+            segment.synced(changes)
+        if job.generation == self._generation:
+            self.recovery_point = max(self.recovery_point, min(job.up_to, self._log_end_offset))
+
+    def close(self, *, flush: bool = True) -> None:
+        """Flush (unless the log is about to be deleted) and release every file. A failing flush is logged:
+        the next start recovers from the recovery point."""
+        if self._closed:
+            return
+        if self.flusher is not None:
+            self.flusher.forget(self)
         if flush:
             self._take_snapshot()
-            self.flush()
+            try:
+                self.flush()
+            except OSError as exc:
+                logger.error("could not flush %s on close: %s", self, exc)
         for segment in self._segments:
-            segment.close()
+            try:
+                segment.close()
+            except OSError as exc:
+                logger.error("could not write the indexes of %s on close: %s", segment, exc)
         for _, segment in self._pending_deletes:
             segment.delete()
         self._pending_deletes = []
@@ -552,6 +763,22 @@ class PartitionLog:
             f"PartitionLog({self.topic}-{self.partition}, start={self._log_start_offset}, "
             f"end={self._log_end_offset}, segments={len(self._segments)})"
         )
+
+
+def _is_same_segment(segment: LogSegment, segment_file: SegmentFile) -> bool:
+    """Whether a live segment is still the file the cleaner read (same name, size and offsets)."""
+    return (
+        segment.path == segment_file.path
+        and segment.size == segment_file.size
+        and segment.next_offset == segment_file.next_offset
+    )
+
+
+def remove_cleaned_files(directory: Path, base_offsets: Iterable[int]) -> None:
+    """Delete the cleaner's output for these groups: a result that will not be swapped in."""
+    for base_offset in base_offsets:
+        for suffix in _SEGMENT_SUFFIXES:
+            (directory / (segment_file_stem(base_offset) + suffix + CLEANED_SUFFIX)).unlink(missing_ok=True)
 
 
 def _check_client_batch(batch: BatchHeader, config: LogConfig) -> None:

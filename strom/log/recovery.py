@@ -9,6 +9,7 @@ there, later segments are removed, and the indexes of the recovered segments are
 from __future__ import annotations
 
 import logging
+import os
 from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,13 @@ from strom.log.files import (
     LOG_SUFFIX,
     SWAP_SUFFIX,
     TIME_INDEX_SUFFIX,
+    fsync_dir,
     parse_segment_stem,
+    segment_file_stem,
 )
 from strom.log.index import CorruptIndexError
 from strom.log.segment import CorruptSegmentError, LogSegment
+from strom.protocol.record_batch import BATCH_HEADER_SIZE, HEADER_STRUCT, BatchHeader
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +64,7 @@ def load_log(
         except (CorruptIndexError, CorruptSegmentError) as exc:  # a stale index can point between batches
             logger.warning("rebuilding indexes of %s: %s", segment.path, exc)
             segment.recover()
-    segments = _recover_segments(segments, first_unflushed)
+    segments = _recover_segments(segments, first_unflushed, recovery_point)
 
     if not segments:
         segments = [LogSegment(directory, log_start_offset, config, now_ms, fresh=True)]
@@ -81,11 +85,12 @@ def load_log(
     return LoadedLog(segments, log_start_offset, max(recovered_up_to, segments[0].base_offset))
 
 
-def _recover_segments(segments: list[LogSegment], first: int) -> list[LogSegment]:
-    """Recover segments[first:]; the first one with invalid bytes ends the log."""
+def _recover_segments(segments: list[LogSegment], first: int, recovery_point: int) -> list[LogSegment]:
+    """Recover segments[first:] (what lies below the recovery point was fsynced: validation starts there);
+    the first one with invalid bytes ends the log."""
     for position in range(first, len(segments)):
         segment = segments[position]
-        if segment.recover():
+        if segment.recover(recovery_point):
             for later in segments[position + 1 :]:
                 logger.warning("deleting %s: it follows a corrupt segment", later.path)
                 later.delete()
@@ -94,12 +99,55 @@ def _recover_segments(segments: list[LogSegment], first: int) -> list[LogSegment
 
 
 def _remove_leftovers(directory: Path) -> None:
-    """Delete files a crash can leave behind: segments pending deletion and indexes without a segment."""
+    """Delete files a crash can leave behind: segments pending deletion, unfinished cleaner output and indexes
+    without a segment; finish interrupted swaps of cleaned segments first."""
+    _complete_swaps(directory)
     for path in directory.iterdir():
-        name = path.name
-        if name.endswith((DELETED_SUFFIX, CLEANED_SUFFIX)):
+        leftover = path.name.endswith((DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX))
+        orphan_index = (
+            path.suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX) and not path.with_suffix(LOG_SUFFIX).exists()
+        )
+        if leftover or orphan_index:
             path.unlink(missing_ok=True)
-        elif name.endswith(SWAP_SUFFIX):
-            logger.warning("leaving unexpected swap file %s alone", path)
-        elif path.suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX) and not path.with_suffix(LOG_SUFFIX).exists():
-            path.unlink(missing_ok=True)
+
+
+def _complete_swaps(directory: Path) -> None:
+    """Finish swapping in cleaned segments, as Kafka does. A ``<base>.log.swap`` is a complete, fsynced
+    cleaned segment (its indexes were renamed to *.swap before it): the old segments whose base offsets lie in
+    [base, its next offset) go, then the swap files take their final names. Index swaps without a log swap
+    belong to a swap that never started; the caller deletes them."""
+    swaps = sorted(directory.glob("*" + LOG_SUFFIX + SWAP_SUFFIX))
+    for swap in swaps:
+        base = parse_segment_stem(swap.name.removesuffix(LOG_SUFFIX + SWAP_SUFFIX))
+        if base is None:
+            continue
+        end = _next_offset(swap, base)
+        for old in directory.glob("*" + LOG_SUFFIX):
+            old_base = parse_segment_stem(old.stem)
+            if old_base is not None and (old_base == base or base <= old_base < end):
+                for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                    old.with_suffix(suffix).unlink(missing_ok=True)
+        for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX):
+            final = directory / (segment_file_stem(base) + suffix)
+            pending = final.with_name(final.name + SWAP_SUFFIX)
+            if pending.exists():
+                os.replace(pending, final)
+        logger.warning("completed the interrupted swap of cleaned segment %s", swap.name)
+    if swaps:
+        fsync_dir(directory)
+
+
+def _next_offset(path: Path, base_offset: int) -> int:
+    """The offset after the last whole batch of a segment file (``base_offset`` when it holds none)."""
+    next_offset = base_offset
+    with open(path, "rb", buffering=0) as file:
+        fd = file.fileno()
+        size = os.fstat(fd).st_size
+        position = 0
+        while size - position >= BATCH_HEADER_SIZE:
+            header = BatchHeader._make(HEADER_STRUCT.unpack(os.pread(fd, BATCH_HEADER_SIZE, position)))
+            if header.total_size < BATCH_HEADER_SIZE or position + header.total_size > size:
+                break
+            next_offset = header.next_offset
+            position += header.total_size
+    return next_offset

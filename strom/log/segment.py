@@ -81,8 +81,23 @@ class LogSegment:
         self.offset_of_max_timestamp = base_offset
         self.first_batch_timestamp = -1  # what segment.ms counts from (Kafka's rollingBasedTimestamp)
         self.created_ms = now_ms
-        self.dirty = fresh  # holds bytes, truncations or index changes not yet fsynced
+        self._changes = 0  # appends, truncations and rebuilds so far; fsynced up to _synced_changes
+        self._synced_changes = 0
+        self.dirty = fresh
         self._bytes_since_index_entry = 0
+
+    @property
+    def dirty(self) -> bool:
+        """Holds bytes, truncations or index changes not yet fsynced."""
+        return self._changes != self._synced_changes
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        """Setting it records a change (truncation, rebuild); clearing it means everything is fsynced."""
+        if value:
+            self._changes += 1
+        else:
+            self._synced_changes = self._changes
 
     # -- loading ---------------------------------------------------------------------------------------------
 
@@ -115,16 +130,16 @@ class LogSegment:
         first = self.first_header()
         self.first_batch_timestamp = first.max_timestamp if first else -1
 
-    def recover(self) -> int:
-        """Re-validate every batch (sizes, magic, CRC, offsets), rebuild both indexes, and cut the file at the
-        first invalid batch. Returns the number of bytes truncated."""
-        self.offset_index.reset()
-        self.time_index.reset()
-        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
-        self._bytes_since_index_entry = 0
+    def recover(self, flushed_to: int = -1) -> int:
+        """Re-validate the batches (sizes, magic, CRC, offsets), rebuild both indexes, and cut the file at the
+        first invalid batch. Returns the number of bytes truncated.
+
+        ``flushed_to`` is the recovery point: a flush fsyncs the batches below it together with their index
+        entries (written out before the fsync), so validation resumes after the last indexed batch below it
+        instead of reading the whole segment; without such an entry, or when the indexes do not fit the
+        data, every batch is validated."""
         file_size = os.fstat(self._fd).st_size
-        valid = 0
-        next_offset = self.base_offset
+        valid, next_offset = self._resume_point(flushed_to, file_size)
         window, window_start = b"", 0
         while file_size - valid >= BATCH_HEADER_SIZE:
             if valid + BATCH_HEADER_SIZE > window_start + len(window):
@@ -159,6 +174,42 @@ class LogSegment:
         self.dirty = True
         return truncated
 
+    def _resume_point(self, flushed_to: int, file_size: int) -> tuple[int, int]:
+        """(position, next offset) where recover() starts validating, with the indexes and the running max
+        timestamp set up to there: after the last batch indexed below ``flushed_to`` (that batch's header and
+        CRC are checked), else at the start with both indexes emptied."""
+        try:
+            if self._indexes_found and flushed_to > self.base_offset:
+                self.offset_index.load(file_size)
+                self.time_index.load(self.base_offset + INT_MAX)
+                self.offset_index.truncate_to(flushed_to)
+                indexed_offset, position = self.offset_index.last_entry()
+                if position:
+                    header = BatchHeader._make(
+                        HEADER_STRUCT.unpack(os.pread(self._fd, BATCH_HEADER_SIZE, position))
+                    )
+                    size = header.total_size
+                    if (
+                        header.magic == MAGIC
+                        and header.last_offset == indexed_offset
+                        and BATCH_HEADER_SIZE <= size <= file_size - position
+                        and crc32c.crc32c(
+                            os.pread(self._fd, size - ATTRIBUTES_OFFSET, position + ATTRIBUTES_OFFSET)
+                        )
+                        == header.crc
+                    ):
+                        self.time_index.truncate_to(indexed_offset + 1)
+                        self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry()
+                        self._bytes_since_index_entry = size
+                        return position + size, header.next_offset
+        except (CorruptIndexError, struct.error, ValueError) as exc:
+            logger.warning("validating all of %s: its indexes do not fit the data: %s", self.path, exc)
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.max_timestamp, self.offset_of_max_timestamp = -1, self.base_offset
+        self._bytes_since_index_entry = 0
+        return 0, self.base_offset
+
     # -- appending -------------------------------------------------------------------------------------------
 
     def should_roll(
@@ -188,6 +239,7 @@ class LogSegment:
         written = os.pwrite(self._fd, data, position)
         while written < len(data):  # regular files only write short when the disk is full or on a signal
             written += os.pwrite(self._fd, data[written:], position + written)
+        self._changes += 1
         if position == 0:
             self.first_batch_timestamp = headers[0].max_timestamp
         for header in headers:
@@ -195,7 +247,6 @@ class LogSegment:
             position += header.total_size
         self.size = position
         self.next_offset = headers[-1].next_offset
-        self.dirty = True
 
     def _index_batch(self, position: int, header: BatchHeader) -> None:
         """Track the max timestamp and add index entries every index.interval.bytes, as Kafka does."""
@@ -352,12 +403,22 @@ class LogSegment:
         """fsync the data and write + fsync the indexes."""
         if not self.dirty:
             return
-        os.fsync(self._fd)
+        changes, fds = self.prepare_sync()
+        for fd in fds:
+            os.fsync(fd)
+        self.synced(changes)
+
+    def prepare_sync(self) -> tuple[int, tuple[int, ...]]:
+        """Write the index tails (the cheap part, on the caller's thread) and return the change count a sync
+        will cover with the descriptors to fsync (data, offset index, time index), for the flusher thread."""
         self.offset_index.persist()
         self.time_index.persist()
-        self.offset_index.fsync()
-        self.time_index.fsync()
-        self.dirty = False
+        return self._changes, (self._fd, self.offset_index.fileno(), self.time_index.fileno())
+
+    def synced(self, changes: int) -> None:
+        """An fsync of what prepare_sync returned completed: clean unless written since."""
+        if changes > self._synced_changes:
+            self._synced_changes = changes
 
     def mark_deleted(self) -> None:
         """Rename the files to ``*.deleted``; open handles stay valid so in-flight reads still complete."""
@@ -372,11 +433,14 @@ class LogSegment:
         self.path = path
 
     def close(self) -> None:
-        """Write the final index state and release the files (the data was flushed by the caller)."""
-        self.seal()
-        self.offset_index.fsync()
-        self.time_index.fsync()
-        self._release()
+        """Write the final index state and release the files (the data was flushed by the caller); the files
+        are released even when the index writes fail (a full disk: recovery rebuilds the indexes)."""
+        try:
+            self.seal()
+            self.offset_index.fsync()
+            self.time_index.fsync()
+        finally:
+            self._release()
 
     def delete(self) -> None:
         """Close and remove the files, whatever their current names."""

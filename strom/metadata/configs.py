@@ -33,6 +33,10 @@ INT_MAX = 2**31 - 1
 LONG_MAX = 2**63 - 1
 _MINUTE_MS = 60 * 1000
 _HOUR_MS = 60 * _MINUTE_MS
+#: Strom departs from Kafka's "never fsync" (log.flush.interval.ms null, scheduler interval Long.MAX): a
+#: single node has no replica to fall back on, so logs are fsynced in the background every second (acks do
+#: not wait).
+_FLUSH_INTERVAL_MS = 1000
 
 
 class ConfigType(enum.IntEnum):
@@ -391,7 +395,7 @@ TOPIC_CONFIGS: dict[str, ConfigDef] = {
                at_least(0), "log.segment.delete.delay.ms"),
         _topic("flush.messages", _L, LONG_MAX, "Number of messages after which the log is fsynced.",
                at_least(1), "log.flush.interval.messages"),
-        _topic("flush.ms", _L, LONG_MAX, "Time in ms after which the log is fsynced.",
+        _topic("flush.ms", _L, _FLUSH_INTERVAL_MS, "Time in ms after which the log is fsynced.",
                at_least(0), "log.flush.interval.ms", "log.flush.scheduler.interval.ms"),
         _topic("follower.replication.throttled.replicas", _LI, [],
                "Replicas (partitionId:brokerId, or *) whose follower-side replication is throttled.",
@@ -527,6 +531,8 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         # log storage
         _broker("log.dirs", _S, None, "Comma-separated data directories; default: log.dir."),
         _broker("log.dir", _S, "/tmp/kafka-logs", "Data directory, used when log.dirs is not set."),
+        _broker("metadata.log.dir", _S, None,
+                "Directory of the metadata log; default: the first of log.dirs."),
         _broker("num.recovery.threads.per.data.dir", _I, 1, "Threads recovering logs at startup.",
                 at_least(1), dynamic=True),
         _broker("log.segment.bytes", _I, 1024**3, "Size of a log segment file.", at_least(_MIN_SEGMENT_BYTES),
@@ -553,8 +559,9 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
                 at_least(0), dynamic=True),
         _broker("log.flush.interval.messages", _L, LONG_MAX, "Messages after which a log is fsynced.",
                 at_least(1), dynamic=True),
-        _broker("log.flush.interval.ms", _L, None,
-                "Time after which a log is fsynced; default: log.flush.scheduler.interval.ms.", dynamic=True),
+        _broker("log.flush.interval.ms", _L, _FLUSH_INTERVAL_MS,
+                "Time after which a log is fsynced in the background (Strom: 1 s, Kafka: never).",
+                dynamic=True),
         _broker("log.flush.scheduler.interval.ms", _L, LONG_MAX, "How often logs are checked for flushing."),
         _broker("log.flush.offset.checkpoint.interval.ms", _I, 60000,
                 "How often the recovery point is checkpointed.", at_least(0)),
@@ -578,7 +585,10 @@ BROKER_CONFIGS: dict[str, ConfigDef] = {
         _broker("log.local.retention.bytes", _L, -2, "Local retention size of tiered topics.", at_least(-2),
                 dynamic=True),
         _broker("log.cleaner.enable", _B, True, "Run the log cleaner for compacted topics."),
-        _broker("log.cleaner.threads", _I, 1, "Threads compacting logs.", at_least(0), dynamic=True),
+        _broker("log.cleaner.threads", _I, 1, "Worker processes compacting logs (read at start-up).",
+                at_least(0)),
+        _broker("log.cleaner.dedupe.buffer.size", _L, 128 * 1024 * 1024,
+                "Memory for the cleaners' key-to-offset maps, shared by the workers.", at_least(0)),
         _broker("log.cleaner.delete.retention.ms", _L, 24 * _HOUR_MS, "How long tombstones are kept.",
                 at_least(0), dynamic=True),
         _broker("log.cleaner.min.compaction.lag.ms", _L, 0, "Shortest time a record stays uncompacted.",

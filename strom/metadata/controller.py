@@ -16,7 +16,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import NamedTuple, TypeVar
 
@@ -34,7 +34,7 @@ from strom.metadata.configs import (
     validate_topic_configs,
 )
 from strom.metadata.image import MetadataImage, collision_key
-from strom.metadata.log import MetadataLog
+from strom.metadata.log import MetadataLog, MetadataStorageError
 from strom.metadata.properties import BrokerConfig
 from strom.metadata.records import (
     BROKER_RESOURCE,
@@ -132,6 +132,9 @@ class AlterConfigsResult:
     resource_name: str
     error_code: ErrorCode
     error_message: str | None = None
+
+
+_Result = TypeVar("_Result", CreateTopicResult, DeleteTopicResult, CreatePartitionsResult, AlterConfigsResult)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,6 +269,20 @@ class Controller:
             except Exception:  # the batch is committed; a failing listener must not undo the response
                 log.exception("metadata listener %r failed", listener)
 
+    def _commit_all_or_fail(self, records: list[MetadataRecord], results: list[_Result]) -> list[_Result]:
+        """Commit the records of a request; when the metadata log cannot take them (a full disk), none of
+        the request's changes happened: each result that was to succeed carries the storage error instead."""
+        try:
+            self._commit(records)
+        except MetadataStorageError as exc:
+            return [
+                replace(r, error_code=exc.code, error_message=exc.message)
+                if r.error_code is ErrorCode.NONE
+                else r
+                for r in results
+            ]
+        return results
+
     # ------------------------------------------------------------------ config layers
     def dynamic_broker_configs(self) -> Mapping[str, str]:
         return self.image.broker_configs(self.node_id)
@@ -324,7 +341,7 @@ class Controller:
             records.extend(topic_records)
             results.append(result)
         if records and not validate_only:
-            self._commit(records)
+            return self._commit_all_or_fail(records, results)
         return results
 
     def _create_topic(
@@ -518,7 +535,7 @@ class Controller:
                 for r in results
             ]
         if records:
-            self._commit(records)
+            return self._commit_all_or_fail(records, results)
         return results
 
     @staticmethod
@@ -537,9 +554,10 @@ class Controller:
             records = self._new_partitions(topic, new_total, assignments)
         except KafkaError as rejected:
             return CreatePartitionsResult(topic, rejected.code, rejected.message)
+        result = CreatePartitionsResult(topic, ErrorCode.NONE)
         if not validate_only:
-            self._commit(records)
-        return CreatePartitionsResult(topic, ErrorCode.NONE)
+            return self._commit_all_or_fail(records, [result])[0]
+        return result
 
     def _new_partitions(
         self, name: str, new_total: int, assignments: Sequence[Sequence[int]] | None
@@ -700,7 +718,7 @@ class Controller:
                 for r in results
             ]
         if records and not validate_only:
-            self._commit(records)
+            return self._commit_all_or_fail(records, results)
         return results
 
     def _current_configs(self, resource_type: int, resource_name: str) -> Mapping[str, str]:

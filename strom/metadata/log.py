@@ -28,6 +28,7 @@ from typing import BinaryIO
 import crc32c
 
 from strom.metadata.records import MetadataRecord, RecordFormatError, decode_batch, encode_batch
+from strom.protocol.errors import ErrorCode, KafkaError
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,10 @@ def metadata_log_path(data_dir: Path) -> Path:
 
 class MetadataLogError(Exception):
     """The metadata log cannot be used (e.g. it was closed)."""
+
+
+class MetadataStorageError(KafkaError):
+    """An append failed to reach the disk (full, failing): the change was not made, the client may retry."""
 
 
 class MetadataLog:
@@ -77,7 +82,10 @@ class MetadataLog:
         return self._next_offset
 
     def append(self, records: list[MetadataRecord]) -> int:
-        """Durably append records as one atomic batch; returns the offset of the last one."""
+        """Durably append records as one atomic batch; returns the offset of the last one.
+
+        MetadataStorageError (KAFKA_STORAGE_ERROR) when the write or fsync fails, e.g. on a full disk: the
+        partial frame is cut off again: the log stays valid and the next append works once space returns."""
         if not records:
             raise ValueError("cannot append an empty batch")
         file = self._open_file()
@@ -88,8 +96,13 @@ class MetadataLog:
             while written < len(frame):
                 written += file.write(frame[written:])
             os.fsync(file.fileno())
-        except BaseException:
+        except OSError as exc:
             # Leave no torn frame behind for the next append to build on.
+            file.truncate(self._size)
+            raise MetadataStorageError(
+                ErrorCode.KAFKA_STORAGE_ERROR, f"cannot append to {self.path}: {exc}"
+            ) from exc
+        except BaseException:
             file.truncate(self._size)
             raise
         self._size += len(frame)

@@ -9,6 +9,7 @@ touch log creation or deletion themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import time
@@ -22,6 +23,8 @@ from strom.coordinator.group.consumer_membership import ConsumerGroupConfig
 from strom.coordinator.producer_ids import PRODUCER_ID_BLOCK_SIZE, ProducerIdManager
 from strom.coordinator.transaction import TransactionConfig, TransactionCoordinator, TransactionStateTopic
 from strom.log import AppendOrigin, AppendResult, LogConfig, LogManager, PartitionLog
+from strom.log.cleaner import CleanerConfig, LogCleaner
+from strom.log.files import write_atomically
 from strom.metadata.controller import Controller
 from strom.metadata.image import BrokerImage, MetadataImage, PartitionImage
 from strom.metadata.log import MetadataLog
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 METADATA_DIR = "__cluster_metadata-0"
+META_PROPERTIES = "meta.properties"
 
 
 class Broker:
@@ -49,22 +53,30 @@ class Broker:
         self.config = config
         self.node_id = config.node_id
         self.controller_id = config.node_id
-        self.log_dir = config.log_dir().resolve()
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.cluster_id = _load_or_create_cluster_id(self.log_dir, self.node_id)
+        self.log_dirs = [directory.resolve() for directory in config.log_dirs()]
+        self.log_dir = self.log_dirs[0]
+        metadata_dir = Path(config.get_str("metadata.log.dir") or self.log_dir).resolve()
+        for directory in dict.fromkeys([*self.log_dirs, metadata_dir]):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.cluster_id = _cluster_id(list(dict.fromkeys([metadata_dir, *self.log_dirs])), self.node_id)
         self.supported_api_versions = supported_api_versions()
         self.image = MetadataImage()
-        self.metadata_log = MetadataLog(self.log_dir / METADATA_DIR / "metadata.log")
+        self.metadata_log = MetadataLog(metadata_dir / METADATA_DIR / "metadata.log")
         for offset, record in self.metadata_log.replay():
             self.image.apply(offset, record)
         self.controller = Controller(self.image, self.metadata_log, config, self.node_id)
         self.controller.register_broker(self.node_id, advertised_host, advertised_port, config.rack)
         self.logs = LogManager(
-            self.log_dir,
+            self.log_dirs,
             default_config=self._topic_log_config(None),
             retention_check_interval_ms=config.get_int("log.retention.check.interval.ms"),
         )
         self.logs.load({name: self._topic_log_config(name) for name in self.image.topic_names()})
+        self.cleaner = LogCleaner(
+            self.logs.logs,
+            [directory.resolve() for directory in config.log_dirs()],
+            CleanerConfig.from_broker_config(config),
+        )
         self._waiters = AppendWaiters()
         self._image_version = -1
         self._min_insync_replicas: dict[str, int] = {}
@@ -248,6 +260,15 @@ class Broker:
             raise KafkaError(ErrorCode.INVALID_PRODUCER_EPOCH, message)
         raise KafkaError(ErrorCode.INVALID_TXN_STATE, message)
 
+    def wait_durable(self, topic: str, partition: int, offset: int) -> asyncio.Future[None] | None:
+        """What a produce response for ``offset`` must wait for: a future done once an fsync covers it, when
+        the topic's flush.messages asks for one (group commit: one fsync pass answers many producers); None
+        when the response can go at once. The future fails with KAFKA_STORAGE_ERROR when the fsync does."""
+        partition_log = self.logs.get(topic, partition)
+        if partition_log is None:
+            return None
+        return self.logs.flusher.wait_durable(partition_log, offset)
+
     async def wait_for_append(self, partitions: Iterable[tuple[str | None, int]], timeout: float) -> None:
         await self._waiters.wait(partitions, timeout)
 
@@ -299,12 +320,32 @@ class Broker:
 
     # ------------------------------------------------------------------ housekeeping
     def tick(self) -> None:
-        """Periodic log work: retention, time-based segment rolls and flushes."""
-        self.logs.tick(int(time.time() * 1000))
+        """Periodic log work: retention, time-based segment rolls, flushes and compaction."""
+        now_ms = int(time.time() * 1000)
+        self.logs.tick(now_ms)
+        self.cleaner.tick(now_ms)
 
     def close(self) -> None:
+        self.cleaner.close()
         self.logs.close()
         self.metadata_log.close()
+
+
+def _cluster_id(directories: list[Path], node_id: int) -> str:
+    """The cluster id all the directories share (the metadata log's first): Kafka writes meta.properties in
+    each, and refuses to start when they name different clusters. Directories without one get it written."""
+    found = {d: _load_or_create_cluster_id(d, node_id) for d in directories if (d / META_PROPERTIES).exists()}
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"{d}: {cluster_id}" for d, cluster_id in found.items())
+        raise RuntimeError(f"the log directories belong to different clusters ({listed})")
+    if not found:
+        return _load_or_create_cluster_id(directories[0], node_id)
+    cluster_id = next(iter(found.values()))
+    for directory in directories:
+        if directory not in found:
+            content = f"#\n#{time.ctime()}\nnode.id={node_id}\nversion=1\ncluster.id={cluster_id}\n"
+            write_atomically(directory / META_PROPERTIES, content.encode())
+    return cluster_id
 
 
 def _load_or_create_cluster_id(log_dir: Path, node_id: int) -> str:
@@ -315,8 +356,11 @@ def _load_or_create_cluster_id(log_dir: Path, node_id: int) -> str:
             key, _, value = line.partition("=")
             if key.strip() == "cluster.id":
                 return value.strip()
+        # Written atomically, so a crash cannot leave it without an id: the file was damaged or replaced, and
+        # a new id would silently make this a different cluster (Kafka refuses to start as well).
+        raise RuntimeError(f"{meta} has no cluster.id")
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    tmp = meta.with_suffix(".tmp")
-    tmp.write_text(f"#\n#{time.ctime()}\nnode.id={node_id}\nversion=1\ncluster.id={cluster_id}\n")
-    tmp.replace(meta)
+    # fsynced and renamed into place: a power loss leaves no file (a new id before any data) or the whole one.
+    content = f"#\n#{time.ctime()}\nnode.id={node_id}\nversion=1\ncluster.id={cluster_id}\n"
+    write_atomically(meta, content.encode())
     return cluster_id

@@ -16,10 +16,15 @@ a late write from a transaction already ended cannot open a transaction nobody w
 
 With acks=0 nothing is sent back; if such a produce fails, the connection is closed, as Kafka does, so the
 client notices.
+
+When the topic's flush.messages asks for an fsync, the response waits for the flusher to make the batch
+durable (without blocking the event loop: other requests proceed, and their batches join the next fsync
+pass); a failed fsync answers KAFKA_STORAGE_ERROR. Every partition of the request waits for the same pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -41,6 +46,7 @@ async def handle(ctx: RequestContext, request: schema.ProduceRequest) -> Respons
     acks = request.acks
     topics: list[TopicResponse] = []
     failed = False
+    durable: list[tuple[PartitionResponse, asyncio.Future[None]]] = []
     for topic in request.topic_data:
         partitions: list[PartitionResponse] = []
         for data in topic.partition_data:
@@ -55,6 +61,9 @@ async def handle(ctx: RequestContext, request: schema.ProduceRequest) -> Respons
                         request.transactional_id, topic.name, data.index, data.records
                     )
                 appended = broker.append(topic.name, data.index, data.records, acks=acks)
+                flushed = broker.wait_durable(topic.name, data.index, appended.last_offset)
+                if flushed is not None:
+                    durable.append((result, flushed))
             except KafkaError as exc:
                 failed = True
                 result.error_code = exc.code
@@ -65,6 +74,14 @@ async def handle(ctx: RequestContext, request: schema.ProduceRequest) -> Respons
                 result.log_start_offset = appended.log_start_offset
             partitions.append(result)
         topics.append(TopicResponse(name=topic.name, partition_responses=partitions))
+    if durable:
+        outcomes = await asyncio.gather(*(future for _, future in durable), return_exceptions=True)
+        for (result, _), outcome in zip(durable, outcomes, strict=True):
+            if isinstance(outcome, KafkaError):
+                failed = True
+                result.error_code = outcome.code
+                result.error_message = outcome.message
+                result.base_offset = -1
     if acks == 0:
         if failed:
             raise ConnectionClosed("a produce with acks=0 failed")

@@ -15,7 +15,7 @@ from strom.metadata.controller import (
     topic_name_error,
 )
 from strom.metadata.image import MetadataImage
-from strom.metadata.log import MetadataLog, metadata_log_path
+from strom.metadata.log import MetadataLog, MetadataStorageError, metadata_log_path
 from strom.metadata.properties import BrokerConfig
 from strom.metadata.records import ConfigRecord, PartitionRecord, TopicRecord
 from strom.protocol.errors import ErrorCode, KafkaError
@@ -570,3 +570,36 @@ def test_replayed_image_equals_live_image(data_dir):
         replayed = MetadataImage.replay(log.replay())
     assert replayed == controller.image
     assert replayed.version == controller.image.version
+
+
+class _FullDiskLog(MetadataLog):
+    """A metadata log on a full disk, until ``full`` is cleared."""
+
+    full = False
+
+    def append(self, records):
+        if self.full:
+            raise MetadataStorageError(ErrorCode.KAFKA_STORAGE_ERROR, "No space left on device")
+        return super().append(records)
+
+
+def test_a_metadata_log_that_cannot_be_written_fails_every_change_of_the_request(data_dir):
+    full_log = _FullDiskLog(metadata_log_path(data_dir))
+    controller = Controller(MetadataImage(), full_log, BrokerConfig({}), 1, rng=random.Random(7))
+    controller.register_broker(1, "host1", 9091)
+    full_log.full = True
+    try:
+        results = create(controller, NewTopic("a", 1, 1, {}, {}), NewTopic("bad name!", 1, 1, {}, {}))
+        assert codes(results) == [ErrorCode.KAFKA_STORAGE_ERROR, ErrorCode.INVALID_TOPIC_EXCEPTION]
+        assert "No space left" in (results[0].error_message or "")
+        assert controller.image.topic("a") is None
+        altered = controller.incremental_alter_configs(
+            [IncrementalAlterConfigsResource(BROKER, "1", [ConfigOp("log.retention.ms", SET, "1000")])]
+        )
+        assert codes(altered) == [ErrorCode.KAFKA_STORAGE_ERROR]
+
+        full_log.full = False  # space returns: the same request now succeeds
+        assert codes(create(controller, NewTopic("a", 1, 1, {}, {}))) == [ErrorCode.NONE]
+        assert controller.image.topic("a") is not None
+    finally:
+        full_log.close()
