@@ -74,11 +74,16 @@ def run_idempotent(args: argparse.Namespace, log: EventLog) -> None:
     _flush(producer)
 
 
-def run_transactional(args: argparse.Namespace, log: EventLog) -> None:
+def _transactional_producer(args: argparse.Namespace, log: EventLog) -> Producer:
     producer = Producer(
         _producer_config(args, log, {"transactional.id": args.transactional_id, "enable.idempotence": True})
     )
     _retrying(lambda: producer.init_transactions(TXN_CALL_TIMEOUT_S))
+    return producer
+
+
+def run_transactional(args: argparse.Namespace, log: EventLog) -> None:
+    producer = _transactional_producer(args, log)
     rng = random.Random(args.seed)
     partitions = _partitions(args.topics)
     for n in range(args.count):
@@ -94,10 +99,19 @@ def run_transactional(args: argparse.Namespace, log: EventLog) -> None:
             if not error.args[0].txn_requires_abort():
                 raise
             commit = False
-        if commit:
-            _commit(producer, log, txn)
-        else:
-            _end_transaction(producer, log, txn, commit=False)
+        try:
+            if commit:
+                _commit(producer, log, txn)
+            else:
+                _end_transaction(producer, log, txn, commit=False)
+        except KafkaException as error:
+            if not error.args[0].fatal():
+                raise
+            # What an application does with a fatal producer error: a new producer, whose
+            # init_transactions fences the old one and aborts whatever it left open. (librdkafka ends an
+            # abort with a fatal INVALID_TXN_STATE when the broker died before it saw the transaction's
+            # AddPartitionsToTxn: the coordinator has no transaction to abort.)
+            producer = _transactional_producer(args, log)
         producer.poll(0)
     _flush(producer)
 
