@@ -3,11 +3,11 @@
 One broker (cleaner enabled, one worker) holds ``--repeat`` compacted topics of ``--dirty-mb`` MB each,
 written while their ``min.compaction.lag.ms`` of a day made them uncleanable. Then, ``--repeat`` times: an
 idle run (nothing to clean) and a busy run right after lowering one dirty topic's ``min.compaction.lag.ms`` to
-0, which the cleaner picks up within a second; the busy run starts once the cleaner's output files appear, and
-counts only if they are still there when it ends (the cleaning lasted the whole run). Each run produces
-``--records`` records of ``--size`` bytes with confluent-kafka (acks=all) to a separate topic. Pairs of
-neighbouring runs cancel the machine's drift; the figure is the median over pairs of busy / idle, with the
-cleaner's CPU seconds during each busy run (read from /proc) to show it really worked then.
+0, which the cleaner picks up within a second; the busy run starts once the cleaner's worker uses CPU, and
+counts only if the cleaned segments were not yet swapped in when it ends (the cleaning lasted the whole run).
+Each run produces ``--records`` records of ``--size`` bytes with confluent-kafka (acks=all) to a separate
+topic. Pairs of neighbouring runs cancel the machine's drift; the figure is the median over pairs of busy /
+idle, with the cleaner's CPU seconds during each busy run (read from /proc) to show it really worked then.
 
     .venv/bin/python benchmarks/compaction_produce_bench.py [--dirty-mb 200] [--repeat 5]
 """
@@ -22,10 +22,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from strom.testing.process import StromProcess
 
@@ -57,9 +58,18 @@ def produce(bootstrap: str, topic: str, count: int, size: int, keys: int | None 
     return count / (time.perf_counter() - started)
 
 
-def cleaning(broker: StromProcess, topic: str) -> bool:
-    """Whether a cleaning of ``topic`` is under way: the worker's output files exist until the swap."""
-    return any((broker.data_dir / f"{topic}-0").glob("*.cleaned"))
+def segment_files(broker: StromProcess, topic: str) -> list[tuple[str, int]]:
+    """Name and size of each segment file of ``topic``: they change only when a cleaning is swapped in."""
+    return sorted((path.name, path.stat().st_size) for path in (broker.data_dir / f"{topic}-0").glob("*.log"))
+
+
+def swapped(broker: StromProcess, topic: str, before: list[tuple[str, int]]) -> bool:
+    return segment_files(broker, topic) != before
+
+
+def worker_busy(pid: int, cpu_before: float) -> bool:
+    """Whether the broker's children used CPU since ``cpu_before`` was read: the cleaner is working."""
+    return children_cpu_seconds(pid) > cpu_before + 0.05
 
 
 def children_cpu_seconds(pid: int) -> float:
@@ -144,16 +154,20 @@ def run(broker: StromProcess, args: argparse.Namespace) -> list[tuple[float, flo
     pairs = []
     for topic in dirty_topics:
         idle = produce(broker.bootstrap, bench_topic, args.records, args.size)
-        resource = ConfigResource("topic", topic, set_config={**dirty_config, "min.compaction.lag.ms": "0"})
-        admin.alter_configs([resource])[resource].result(30)
-        if not wait_until(lambda topic=topic: cleaning(broker, topic), 30):
+        lag = ConfigEntry("min.compaction.lag.ms", "0", incremental_operation=AlterConfigOpType.SET)
+        resource = ConfigResource("topic", topic, incremental_configs=[lag])
+        segments = segment_files(broker, topic)
+        cpu_idle = children_cpu_seconds(broker.pid)
+        admin.incremental_alter_configs([resource])[resource].result(30)
+        # The cleaning has started once the worker uses CPU (it is spawned with the broker's first job).
+        if not wait_until(partial(worker_busy, broker.pid, cpu_idle), 30):
             raise RuntimeError(f"the cleaner did not start on {topic}")
         cpu_before = children_cpu_seconds(broker.pid)
         busy = produce(broker.bootstrap, bench_topic, args.records, args.size)
         cpu = children_cpu_seconds(broker.pid) - cpu_before
-        whole = cleaning(broker, topic)
+        whole = not swapped(broker, topic, segments)  # not swapped in yet: it cleaned all along
         pairs.append((idle, busy, cpu, whole))
-        wait_until(lambda topic=topic: not cleaning(broker, topic), 600)  # the next idle run is idle
+        wait_until(partial(swapped, broker, topic, segments), 600)  # so the next idle run is idle
     return pairs
 
 

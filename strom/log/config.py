@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from strom.protocol.errors import ErrorCode, KafkaError
 
 LONG_MAX = 9223372036854775807
 INT_MAX = 2147483647
+
+_Number = TypeVar("_Number", int, float)
 
 CREATE_TIME = "CreateTime"
 LOG_APPEND_TIME = "LogAppendTime"
@@ -101,28 +103,26 @@ def _parse(name: str, raw: str, parse: Callable[[str], Any]) -> Any:
         ) from exc
 
 
-def _int(low: int, high: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        value = int(raw)
-        if not low <= value <= high:
-            raise ValueError(
-                f"Value must be at least {low}" if value < low else f"Value must be at most {high}"
-            )
+def _in_range(convert: Callable[[str], _Number], low: _Number, high: _Number) -> Callable[[str], _Number]:
+    """A parser of numbers between ``low`` and ``high``, with Kafka's ConfigDef.Range messages."""
+
+    def parse(raw: str) -> _Number:
+        value = convert(raw)
+        if value < low:
+            raise ValueError(f"Value must be at least {low}")
+        if value > high:
+            raise ValueError(f"Value must be no more than {high}")
         return value
 
     return parse
+
+
+def _int(low: int, high: int) -> Callable[[str], int]:
+    return _in_range(int, low, high)
 
 
 def _float(low: float, high: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        value = float(raw)
-        if not low <= value <= high:
-            raise ValueError(
-                f"Value must be at least {low}" if value < low else f"Value must be no more than {high}"
-            )
-        return value
-
-    return parse
+    return _in_range(float, low, high)
 
 
 def _one_of(*choices: str) -> Callable[[str], str]:

@@ -150,15 +150,9 @@ class Flusher:
     # -- passes ----------------------------------------------------------------------------------------------
 
     def _flush_now(self, log: PartitionLog, up_to: int) -> None:
-        job = log.begin_flush(up_to)
+        job = log.flush(up_to)
         if job is None:
             return
-        try:
-            job.sync()
-        except OSError as exc:
-            log.finish_flush(job, exc)
-            raise
-        log.finish_flush(job, None)
         self.passes += 1
         self.fsyncs += len(job.fds) + (job.directory is not None)
 

@@ -665,18 +665,20 @@ class PartitionLog:
 
     # -- durability ------------------------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """fsync every segment with unsynced data, and the indexes, on the caller's thread; the recovery
-        point becomes the log end. OSError when a write or an fsync fails (nothing moves then)."""
-        job = self.begin_flush(self._log_end_offset)
+    def flush(self, up_to: int | None = None) -> FlushJob | None:
+        """fsync, on the caller's thread, every segment with unsynced data below ``up_to`` (default: the log
+        end) and the indexes; the recovery point moves there. Returns the job done (None: nothing to sync).
+        OSError when a write or an fsync fails (nothing moves then)."""
+        job = self.begin_flush(self._log_end_offset if up_to is None else up_to)
         if job is None:
-            return
+            return None
         try:
             job.sync()
         except OSError as exc:
             self.finish_flush(job, exc)
             raise
         self.finish_flush(job, None)
+        return job
 
     def flush_due(self, now_ms: int) -> int | None:
         """The offset a periodic flush should cover now: the log end once flush.ms has passed since the last

@@ -357,30 +357,30 @@ def decode_batch(buf: bytes | bytearray | memoryview) -> tuple[BatchHeader, list
 
 def _encode_record(out: bytearray, record: Record) -> None:
     body = bytearray(b"\x00")  # record attributes: unused in v2
-    _write_varint(body, record.timestamp_delta)
-    _write_varint(body, record.offset_delta)
+    write_varint(body, record.timestamp_delta)
+    write_varint(body, record.offset_delta)
     _write_bytes(body, record.key)
     _write_bytes(body, record.value)
-    _write_varint(body, len(record.headers))
+    write_varint(body, len(record.headers))
     for name, value in record.headers:
         _write_bytes(body, name.encode())
         _write_bytes(body, value)
-    _write_varint(out, len(body))
+    write_varint(out, len(body))
     out += body
 
 
 def _decode_record(body: bytes, pos: int) -> tuple[Record, int]:
     try:
-        length, pos = _read_varint(body, pos)
+        length, pos = read_varint(body, pos)
         end = pos + length
         if length < 1 or end > len(body):
             raise KafkaError(ErrorCode.INVALID_RECORD, f"invalid record length {length}")
         pos += 1  # record attributes
-        timestamp_delta, pos = _read_varint(body, pos)
-        offset_delta, pos = _read_varint(body, pos)
+        timestamp_delta, pos = read_varint(body, pos)
+        offset_delta, pos = read_varint(body, pos)
         key, pos = _read_bytes(body, pos)
         value, pos = _read_bytes(body, pos)
-        count, pos = _read_varint(body, pos)
+        count, pos = read_varint(body, pos)
         if count < 0:
             raise KafkaError(ErrorCode.INVALID_RECORD, f"invalid header count {count}")
         headers: list[tuple[str, bytes | None]] = []
@@ -397,7 +397,7 @@ def _decode_record(body: bytes, pos: int) -> tuple[Record, int]:
     return Record(offset_delta, timestamp_delta, key, value, headers), pos
 
 
-def _write_varint(out: bytearray, value: int) -> None:
+def write_varint(out: bytearray, value: int) -> None:
     """Zig-zag varint as in protobuf; 64-bit wide so it serves both varint and varlong fields."""
     zigzag = (value << 1) ^ (value >> 63)
     while zigzag >= 0x80:
@@ -406,7 +406,8 @@ def _write_varint(out: bytearray, value: int) -> None:
     out.append(zigzag)
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint (or varlong) at ``pos``: (value, position after it); INVALID_RECORD past 10 bytes."""
     result = 0
     shift = 0
     while True:
@@ -422,14 +423,14 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
 
 def _write_bytes(out: bytearray, data: bytes | None) -> None:
     if data is None:
-        _write_varint(out, -1)
+        write_varint(out, -1)
     else:
-        _write_varint(out, len(data))
+        write_varint(out, len(data))
         out += data
 
 
 def _read_bytes(buf: bytes, pos: int) -> tuple[bytes | None, int]:
-    length, pos = _read_varint(buf, pos)
+    length, pos = read_varint(buf, pos)
     if length < 0:
         return None, pos
     if pos + length > len(buf):

@@ -16,6 +16,7 @@ import struct
 
 import crc32c
 
+from strom.protocol.errors import KafkaError
 from strom.protocol.record_batch import (
     ATTRIBUTES_OFFSET,
     BATCH_HEADER_SIZE,
@@ -28,6 +29,8 @@ from strom.protocol.record_batch import (
     BatchHeader,
     compress,
     decompress,
+    read_varint,
+    write_varint,
 )
 
 DELETE_HORIZON_FLAG = 0x40
@@ -69,7 +72,7 @@ def scan_records(buf: bytes, pos: int, end: int, count: int) -> list[RecordSpan]
                 length = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                length, pos = _read_varint(buf, pos)
+                length, pos = read_varint(buf, pos)
             record_end = pos + length
             pos += 1  # record attributes
             b = buf[pos]
@@ -77,19 +80,19 @@ def scan_records(buf: bytes, pos: int, end: int, count: int) -> list[RecordSpan]
                 timestamp_delta = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                timestamp_delta, pos = _read_varint(buf, pos)
+                timestamp_delta, pos = read_varint(buf, pos)
             b = buf[pos]
             if b < 0x80:
                 offset_delta = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                offset_delta, pos = _read_varint(buf, pos)
+                offset_delta, pos = read_varint(buf, pos)
             b = buf[pos]
             if b < 0x80:
                 key_length = (b >> 1) ^ -(b & 1)
                 pos += 1
             else:
-                key_length, pos = _read_varint(buf, pos)
+                key_length, pos = read_varint(buf, pos)
             if key_length < 0:
                 key = None
             else:
@@ -103,6 +106,8 @@ def scan_records(buf: bytes, pos: int, end: int, count: int) -> list[RecordSpan]
             pos = record_end
     except IndexError as exc:
         raise CorruptRecordsError(f"record runs past the end of its batch: {exc}") from exc
+    except KafkaError as exc:  # a varint longer than 10 bytes
+        raise CorruptRecordsError(exc.message or exc.code.name) from exc
     if pos != end:
         raise CorruptRecordsError(f"{end - pos} bytes after the last of {count} records")
     return out
@@ -185,32 +190,10 @@ def _assemble(
 
 def _rebase_record(out: bytearray, records: bytes, span: RecordSpan, timestamp_delta: int) -> None:
     """Append the record at ``span`` to ``out`` with a new timestamp delta (and so a new length)."""
-    _, body_start = _read_varint(records, span[4])
-    _, after_timestamp = _read_varint(records, body_start + 1)
+    _, body_start = read_varint(records, span[4])
+    _, after_timestamp = read_varint(records, body_start + 1)
     body = bytearray(records[body_start : body_start + 1])  # record attributes
-    _write_varint(body, timestamp_delta)
+    write_varint(body, timestamp_delta)
     body += records[after_timestamp : span[5]]
-    _write_varint(out, len(body))
+    write_varint(out, len(body))
     out += body
-
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = 0
-    shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise CorruptRecordsError("varint longer than 10 bytes")
-
-
-def _write_varint(out: bytearray, value: int) -> None:
-    zigzag = (value << 1) ^ (value >> 63)
-    while zigzag >= 0x80:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)

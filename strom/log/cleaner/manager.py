@@ -49,8 +49,8 @@ DEFAULT_DEDUPE_BUFFER_SIZE = 128 * 1024 * 1024
 #: log.cleaner.io.buffer.load.factor; the map's capacity in keys follows the same rule here.
 _MAP_ENTRY_BYTES = 24
 _MAP_LOAD_FACTOR = 0.9
-#: How much lower than the broker's the workers' CPU priority is: cleaning must not slow produce down.
-WORKER_NICENESS = 10
+#: The workers' nice level where SCHED_IDLE is not available: cleaning must not slow produce down.
+WORKER_NICENESS = 19
 _PR_SET_PDEATHSIG = 1  # prctl option from <linux/prctl.h>
 
 
@@ -145,11 +145,23 @@ class _Job:
     future: Future[CleanResult]
 
 
+def _lower_priority() -> None:
+    """Run only on CPU time the broker leaves idle: Linux's SCHED_IDLE policy (a waking broker thread takes
+    the CPU back at once), else the lowest nice level."""
+    if hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except OSError:
+            pass
+    os.nice(WORKER_NICENESS)
+
+
 def _init_worker(broker_pid: int) -> None:
     """Worker initializer: let the broker's own work win the CPU, and die with the broker. A worker that
     outlived a killed broker would hold its stdout open and could write *.cleaned files into a log the next
     broker is recovering; Linux's parent-death signal ends it with its parent."""
-    os.nice(WORKER_NICENESS)
+    _lower_priority()
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
