@@ -22,6 +22,7 @@ from strom.log.config import LogConfig
 from strom.log.files import DELETE_DIR_SUFFIX, fsync_dir, log_dir_name, parse_log_dir_name, write_atomically
 from strom.log.flusher import Flusher
 from strom.log.partition_log import PartitionLog
+from strom.log.partition_metadata import read_topic_id, write_topic_id
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class LogManager:
             INITIAL_TASK_DELAY_MS, retention_check_interval_ms
         )
         self._logs: dict[TopicPartition, PartitionLog] = {}
+        self._topic_ids: dict[TopicPartition, uuid.UUID | None] = {}  # partition.metadata, once read
         self._dir_of: dict[TopicPartition, LogDir] = {}
         self.flusher = Flusher()
 
@@ -190,17 +192,43 @@ class LogManager:
     def get(self, topic: str, partition: int) -> PartitionLog | None:
         return self._logs.get((topic, partition))
 
-    def create(self, topic: str, partition: int, config: LogConfig) -> PartitionLog:
+    def create(
+        self, topic: str, partition: int, config: LogConfig, topic_id: uuid.UUID | None = None
+    ) -> PartitionLog:
         """Open the partition's log, creating its directory if needed (in the directory with the fewest
-        partitions); an already open log gets ``config``."""
-        existing = self._logs.get((topic, partition))
+        partitions); an already open log gets ``config``. With ``topic_id``, the log records it
+        (partition.metadata), and a log recording another id, left by a deleted topic of the same name, is
+        deleted first: the new topic starts empty."""
+        key = (topic, partition)
+        existing = self._logs.get(key)
+        if existing is not None and topic_id is not None:
+            if key not in self._topic_ids:  # read once per open log
+                self._topic_ids[key] = read_topic_id(existing.directory)
+            recorded = self._topic_ids[key]
+            if recorded is None:
+                write_topic_id(existing.directory, topic_id)
+                self._topic_ids[key] = topic_id
+            elif recorded != topic_id:
+                logger.warning(
+                    "%s belongs to an earlier topic %s (id %s, not %s): deleting it",
+                    existing,
+                    topic,
+                    recorded,
+                    topic_id,
+                )
+                self.delete(topic, partition)
+                existing = None
         if existing is not None:
-            existing.update_config(config)
+            if existing.config != config:
+                existing.update_config(config)
             return existing
         log_dir = self._placement()
         log = PartitionLog(log_dir.path / log_dir_name(topic, partition), config, clock=self._clock)
+        if topic_id is not None:
+            write_topic_id(log.directory, topic_id)
+            self._topic_ids[key] = topic_id
         fsync_dir(log_dir.path)
-        self._add((topic, partition), log, log_dir)
+        self._add(key, log, log_dir)
         return log
 
     def _placement(self) -> LogDir:
@@ -218,6 +246,7 @@ class LogManager:
         key = (topic, partition)
         log = self._logs.pop(key, None)
         log_dir = self._dir_of.pop(key, None)
+        self._topic_ids.pop(key, None)
         if log is not None:
             log.close(flush=False)
         if log_dir is None:

@@ -126,11 +126,7 @@ class Broker:
                 if self.node_id not in partition.replicas:
                     continue
                 wanted.add((name, index))
-                existing = self.logs.get(name, index)
-                if existing is None:
-                    self.logs.create(name, index, config)
-                elif existing.config != config:
-                    existing.config = config
+                self.logs.create(name, index, config, topic.topic_id)
         for partition_log in list(self.logs.logs()):
             if (partition_log.topic, partition_log.partition) not in wanted:
                 self.logs.delete(partition_log.topic, partition_log.partition)

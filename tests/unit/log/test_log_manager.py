@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from log_helpers import BASE_TIMESTAMP, FakeClock, append_batches, make_batch, r
 from strom.log import LogConfig, LogDirectoryLockedError, LogManager
 from strom.log.checkpoint import read_checkpoint
 from strom.log.manager import CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_CHECKPOINT, RECOVERY_POINT_CHECKPOINT
+from strom.log.partition_metadata import PARTITION_METADATA_FILE, read_topic_id
 
 BATCH_SIZE = len(make_batch())
 
@@ -220,3 +222,35 @@ def test_a_second_process_cannot_use_the_directory(tmp_path: Path, config: LogCo
     manager.close()
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 0
     assert LogDirectoryLockedError.__name__  # exported for the server's startup error handling
+
+
+def test_a_log_left_by_a_deleted_topic_of_the_same_name_is_not_adopted(
+    tmp_path: Path, config: LogConfig
+) -> None:
+    old_id, new_id = uuid.uuid4(), uuid.uuid4()
+    manager = _manager(tmp_path, config)
+    append_batches(manager.create("orders", 0, config, old_id), 5)
+    manager.close()
+    text = (tmp_path / "orders-0" / PARTITION_METADATA_FILE).read_text()
+    assert text.splitlines()[0] == "version: 0"  # Kafka's format; the id in Kafka's text form
+    assert read_topic_id(tmp_path / "orders-0") == old_id
+
+    reopened = _manager(tmp_path, config)
+    assert reopened.create("orders", 0, config, old_id).log_end_offset == 15  # the same topic: kept
+    fresh = reopened.create("orders", 0, config, new_id)  # a new topic "orders": the old records go
+    assert fresh.log_end_offset == 0
+    assert read_topic_id(tmp_path / "orders-0") == new_id
+    reopened.close()
+
+
+def test_a_log_without_partition_metadata_is_adopted_and_gets_one(tmp_path: Path, config: LogConfig) -> None:
+    manager = _manager(tmp_path, config)
+    append_batches(manager.create("orders", 0, config), 2)  # as written before the file existed
+    manager.close()
+    assert not (tmp_path / "orders-0" / PARTITION_METADATA_FILE).exists()
+
+    topic_id = uuid.uuid4()
+    reopened = _manager(tmp_path, config)
+    assert reopened.create("orders", 0, config, topic_id).log_end_offset == 6
+    assert read_topic_id(tmp_path / "orders-0") == topic_id
+    reopened.close()
