@@ -129,11 +129,6 @@ class LogManager:
         self._dir_of: dict[TopicPartition, LogDir] = {}
         self.flusher = Flusher()
 
-    @property
-    def log_dir(self) -> Path:
-        """The first log directory."""
-        return self.dirs[0].path
-
     def load(self, topic_configs: Mapping[str, LogConfig] | None = None) -> None:
         """Lock every directory and open every "<topic>-<partition>" log in them, recovering those a crash
         left unflushed; finish removing "*-delete" directories. ``topic_configs`` overrides defaults by topic.

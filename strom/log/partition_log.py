@@ -258,9 +258,7 @@ class PartitionLog:
 
         segment = self._segments[-1]
         try:
-            if segment.should_roll(
-                config, size, written.max_timestamp, written.last_offset, now_ms
-            ) or self._compaction_lag_passed(segment, written.max_timestamp, now_ms):
+            if segment.should_roll(config, size, written.max_timestamp, written.last_offset, now_ms):
                 segment = self._roll(now_ms)
             segment.append(records, (written,))
             self._log_end_offset = written.next_offset
@@ -333,12 +331,6 @@ class PartitionLog:
         active = self._segments[-1]
         if active.size and active.time_waited_for_roll(now_ms, now_ms) > self.config.max_segment_ms:
             self._roll(now_ms)
-
-    def _compaction_lag_passed(self, segment: LogSegment, batch_timestamp: int, now_ms: int) -> bool:
-        """A compacted log also rolls at max.compaction.lag.ms: the cleaner only cleans rolled segments."""
-        return bool(segment.size) and (
-            segment.time_waited_for_roll(now_ms, batch_timestamp) > self.config.max_segment_ms
-        )
 
     # -- read ------------------------------------------------------------------------------------------------
 

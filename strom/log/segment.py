@@ -81,23 +81,14 @@ class LogSegment:
         self.offset_of_max_timestamp = base_offset
         self.first_batch_timestamp = -1  # what segment.ms counts from (Kafka's rollingBasedTimestamp)
         self.created_ms = now_ms
-        self._changes = 0  # appends, truncations and rebuilds so far; fsynced up to _synced_changes
+        self._changes = int(fresh)  # appends, truncations and rebuilds so far; fsynced up to _synced_changes
         self._synced_changes = 0
-        self.dirty = fresh
         self._bytes_since_index_entry = 0
 
     @property
     def dirty(self) -> bool:
         """Holds bytes, truncations or index changes not yet fsynced."""
         return self._changes != self._synced_changes
-
-    @dirty.setter
-    def dirty(self, value: bool) -> None:
-        """Setting it records a change (truncation, rebuild); clearing it means everything is fsynced."""
-        if value:
-            self._changes += 1
-        else:
-            self._synced_changes = self._changes
 
     # -- loading ---------------------------------------------------------------------------------------------
 
@@ -171,7 +162,7 @@ class LogSegment:
         self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
         first = self.first_header()
         self.first_batch_timestamp = first.max_timestamp if first else -1
-        self.dirty = True
+        self._changes += 1
         return truncated
 
     def _resume_point(self, flushed_to: int, file_size: int) -> tuple[int, int]:
@@ -215,13 +206,14 @@ class LogSegment:
     def should_roll(
         self, config: LogConfig, batch_size: int, batch_timestamp: int, last_offset: int, now_ms: int
     ) -> bool:
-        """Kafka's roll rule: segment.bytes would be exceeded, segment.ms has elapsed since the first batch,
-        an index is full, or the last offset no longer fits the indexes' 32-bit relative offsets."""
+        """Kafka's roll rule: segment.bytes would be exceeded, segment.ms (for a compacted log also
+        max.compaction.lag.ms) has elapsed since the first batch, an index is full, or the last offset no
+        longer fits the indexes' 32-bit relative offsets."""
         if self.size == 0:
             return False
         return (
             self.size > config.segment_bytes - batch_size
-            or self.time_waited_for_roll(now_ms, batch_timestamp) > config.segment_ms
+            or self.time_waited_for_roll(now_ms, batch_timestamp) > config.max_segment_ms
             or self.offset_index.is_full
             or self.time_index.is_full
             or last_offset - self.base_offset > INT_MAX
@@ -390,7 +382,7 @@ class LogSegment:
         self._load_tail()
         if self.size == 0:
             self.created_ms = now_ms
-        self.dirty = True
+        self._changes += 1
         return truncated
 
     def seal(self) -> None:

@@ -74,7 +74,7 @@ class Broker:
         self.logs.load({name: self._topic_log_config(name) for name in self.image.topic_names()})
         self.cleaner = LogCleaner(
             self.logs.logs,
-            [directory.resolve() for directory in config.log_dirs()],
+            self.log_dirs,
             CleanerConfig.from_broker_config(config),
         )
         self._waiters = AppendWaiters()

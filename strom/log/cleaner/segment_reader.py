@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from strom.log.segment import CorruptSegmentError
 from strom.protocol.record_batch import BATCH_HEADER_SIZE, HEADER_STRUCT, MAGIC, BatchHeader
 
 _WINDOW = 8 * 1024 * 1024
@@ -20,10 +21,6 @@ class SegmentFile:
     path: Path  # the <base>.log file
     size: int  # bytes to consider: read only this much
     next_offset: int  # offset after its last batch
-
-
-class CorruptSegmentError(Exception):
-    """A segment whose batches do not parse where the log said they would."""
 
 
 def read_batches(segment: SegmentFile, start_offset: int = -1) -> Iterator[tuple[BatchHeader, bytes, int]]:
